@@ -15,6 +15,7 @@
 #include "common/result.hpp"
 #include "domain/event.hpp"
 #include "domain/model.hpp"
+#include "ports/event_log.hpp"  // DeadLetter
 
 namespace ps {
 
@@ -38,6 +39,9 @@ struct AcceptRefund {
   Refund refund;              // status processing, id = refund_id_for(merchant, key)
   Event requested;            // refund.requested, appended to tx.validated
   IdempotencyRecord record;   // the 202 response
+  // Optional: renders record.response_body from the refund once its amount is resolved
+  // (amount 0 = all refundable). Called inside the store transaction; must not block.
+  std::function<std::string(const Refund&)> render;
 };
 // created=true: this call stored it. created=false: (merchant, key) already existed and
 // `record` is what was stored first (the caller compares fingerprints).

@@ -1,0 +1,59 @@
+#include "adapters/memory/rate_limiter.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+namespace ps {
+
+InMemoryRateLimiter::InMemoryRateLimiter(size_t max_buckets)
+    : max_per_shard_(std::max<size_t>(1, max_buckets / kShards)) {}
+
+namespace {
+double refilled(double tokens, int64_t last_ms, int64_t now_ms, double rate, int64_t burst) {
+  int64_t elapsed = std::max<int64_t>(0, now_ms - last_ms);
+  return std::min(double(burst), tokens + double(elapsed) * rate / 1000.0);
+}
+}  // namespace
+
+Result<RateLimiter::Decision> InMemoryRateLimiter::take(const std::string& key, double rate_per_s,
+                                                        int64_t burst, int64_t now_ms) {
+  if (!(rate_per_s > 0) || burst < 1)
+    return Error::invalid("rate_limit_invalid", "rate must be > 0 and burst >= 1");
+  Shard& s = shards_[std::hash<std::string>{}(key) % kShards];
+  std::lock_guard lk(s.mu);
+  auto it = s.map.find(key);
+  if (it == s.map.end()) {
+    if (s.map.size() >= max_per_shard_) {
+      for (auto j = s.map.begin(); j != s.map.end();) {
+        const Bucket& b = j->second;
+        if (refilled(b.tokens, b.last_ms, now_ms, b.rate_per_s, b.burst) >= double(b.burst)) j = s.map.erase(j);
+        else ++j;
+      }
+      while (s.map.size() >= max_per_shard_) s.map.erase(s.map.begin());
+    }
+    it = s.map.emplace(key, Bucket{double(burst), now_ms, rate_per_s, burst}).first;
+  }
+  Bucket& b = it->second;
+  // A changed configuration applies from now on; tokens never exceed the new burst.
+  b.tokens = refilled(b.tokens, b.last_ms, now_ms, b.rate_per_s, b.burst);
+  b.rate_per_s = rate_per_s;
+  b.burst = burst;
+  b.tokens = std::min(b.tokens, double(burst));
+  b.last_ms = std::max(b.last_ms, now_ms);
+
+  Decision d;
+  d.limit = burst;
+  if (b.tokens >= 1.0) {
+    b.tokens -= 1.0;
+    d.allowed = true;
+  } else {
+    d.allowed = false;
+    d.retry_after_s = std::max<int64_t>(1, int64_t(std::ceil((1.0 - b.tokens) / rate_per_s)));
+  }
+  d.remaining = int64_t(std::floor(b.tokens));
+  d.reset_s = int64_t(std::ceil((double(burst) - b.tokens) / rate_per_s));
+  return d;
+}
+
+}  // namespace ps

@@ -1,0 +1,121 @@
+#include "app/config.hpp"
+
+#include <sys/stat.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include "common/log.hpp"
+#include "domain/ids.hpp"
+
+namespace ps::app {
+
+std::string ServeConfig::host() const { return listen.substr(0, listen.rfind(':')); }
+uint16_t ServeConfig::port() const {
+  return uint16_t(std::stoul(listen.substr(listen.rfind(':') + 1)));
+}
+
+Result<void> ServeConfig::validate() const {
+  auto bad = [](std::string param, std::string msg) { return Error::invalid("config_invalid", msg, param); };
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad("listen", "--listen must be HOST:PORT");
+  const std::string port_s = listen.substr(colon + 1);
+  if (port_s.empty() || port_s.size() > 5 || port_s.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port_s) > 65535)
+    return bad("listen", "--listen port must be 0..65535");
+  if (http_threads < 1 || http_threads > 64) return bad("http_threads", "--http-threads must be 1..64");
+  if (body_limit_bytes < 1024 || body_limit_bytes > 16 * 1024 * 1024) return bad("body_limit_bytes", "--body-limit-bytes must be 1 KiB..16 MiB");
+  if (header_limit_bytes < 1024 || header_limit_bytes > 1024 * 1024) return bad("header_limit_bytes", "--header-limit-bytes must be 1 KiB..1 MiB");
+  if (request_timeout_ms < 100) return bad("request_timeout_ms", "--request-timeout-ms must be >= 100");
+  if (max_amount_minor < 1) return bad("max_amount_minor", "--max-amount-minor must be >= 1");
+  if (rate_limit_per_s <= 0) return bad("rate_limit_per_s", "--rate-limit-per-s must be > 0");
+  if (rate_limit_burst < 1) return bad("rate_limit_burst", "--rate-limit-burst must be >= 1");
+  if (store_max_batch < 1 || store_max_batch > 100000) return bad("store_max_batch", "--store-max-batch must be 1..100000");
+  if (acquirer_timeout_ms < 1) return bad("acquirer_timeout_ms", "--acquirer-timeout-ms must be >= 1");
+  if (acquirer_max_attempts < 1 || acquirer_max_attempts > 20) return bad("acquirer_max_attempts", "--acquirer-max-attempts must be 1..20");
+  if (acquirer_failure_rate < 0 || acquirer_failure_rate > 1) return bad("acquirer_failure_rate", "--acquirer-failure-rate must be 0..1");
+  if (processor_concurrency < 1 || processor_concurrency > 1024) return bad("processor_concurrency", "--processor-concurrency must be 1..1024");
+  if (fee_bps < 0 || fee_bps > 10000) return bad("fee_bps", "--fee-bps must be 0..10000");
+  if (fee_fixed_minor < 0) return bad("fee_fixed_minor", "--fee-fixed-minor must be >= 0");
+  if (webhook_retry_schedule_ms.size() > 64) return bad("webhook_retry_schedule_ms", "at most 64 retries");
+  for (auto d : webhook_retry_schedule_ms)
+    if (d < 1) return bad("webhook_retry_schedule_ms", "every retry delay must be >= 1 ms");
+  if (webhook_timeout_ms < 1) return bad("webhook_timeout_ms", "--webhook-timeout-ms must be >= 1");
+  if (log_level != "debug" && log_level != "info" && log_level != "warn" && log_level != "error")
+    return bad("log_level", "--log-level must be debug, info, warn or error");
+  return ok();
+}
+
+void add_serve_options(CLI::App& c, ServeConfig& s) {
+  auto opt = [&](const std::string& flag, auto& var, const std::string& help) {
+    std::string env = "PAYSTREAM_";
+    for (char ch : flag.substr(2)) env += ch == '-' ? '_' : char(std::toupper(ch));
+    return c.add_option(flag, var, help)->envname(env)->capture_default_str();
+  };
+  opt("--listen", s.listen, "HOST:PORT to listen on (port 0 picks a free port)");
+  opt("--data-dir", s.data_dir, "directory of the SQLite databases and admin.key");
+  opt("--http-threads", s.http_threads, "HTTP I/O threads");
+  c.add_flag("--reuse-port", s.reuse_port, "set SO_REUSEPORT so several processes share the port")->envname("PAYSTREAM_REUSE_PORT");
+  opt("--body-limit-bytes", s.body_limit_bytes, "largest request body (413 above)");
+  opt("--header-limit-bytes", s.header_limit_bytes, "largest request header block (431 above)");
+  opt("--request-timeout-ms", s.request_timeout_ms, "a request must arrive completely within this (408)");
+  opt("--idle-timeout-ms", s.idle_timeout_ms, "idle keep-alive connections close after this");
+  opt("--shutdown-timeout-ms", s.shutdown_timeout_ms, "SIGTERM: longest wait for in-flight requests");
+  opt("--max-amount-minor", s.max_amount_minor, "largest payment amount in minor units");
+  opt("--rate-limit-per-s", s.rate_limit_per_s, "default token-bucket rate per API key");
+  opt("--rate-limit-burst", s.rate_limit_burst, "default token-bucket burst per API key");
+  opt("--idempotency-ttl-s", s.idempotency_ttl_s, "lifetime of the fast idempotency record");
+  opt("--max-wait-ms", s.max_wait_ms, "cap of Prefer: wait=<ms>");
+  c.add_option("--fsync", s.fsync, "on|off: fsync every group commit (off loses the last commits on power loss)")
+      ->envname("PAYSTREAM_FSYNC")->transform(CLI::IsMember({"on", "off", "true", "false", "1", "0"}))
+      ->capture_default_str();
+  opt("--store-max-batch", s.store_max_batch, "most writes in one group commit");
+  opt("--fraud-blocklist", s.fraud_blocklist, "blocked payment sources")->delimiter(',');
+  opt("--velocity-window-ms", s.velocity_window_ms, "fraud velocity sliding window");
+  opt("--velocity-max-per-source", s.velocity_max_per_source, "payments per source per window");
+  opt("--velocity-max-per-merchant", s.velocity_max_per_merchant, "payments per merchant per window");
+  opt("--risk-url", s.risk_url, "external risk provider URL (empty: none)");
+  opt("--risk-timeout-ms", s.risk_timeout_ms, "risk provider timeout");
+  opt("--risk-fallback-approve-below-minor", s.risk_fallback_approve_below_minor, "risk provider down: approve below this amount, decline above");
+  opt("--acquirer-timeout-ms", s.acquirer_timeout_ms, "timeout of one acquirer call");
+  opt("--acquirer-max-attempts", s.acquirer_max_attempts, "attempts per charge for retryable errors");
+  opt("--acquirer-latency-ms", s.acquirer_latency_ms, "simulated acquirer latency");
+  opt("--acquirer-failure-rate", s.acquirer_failure_rate, "simulated transient failure rate 0..1");
+  opt("--acquirer-seed", s.acquirer_seed, "simulator random seed");
+  opt("--processor-concurrency", s.processor_concurrency, "concurrent acquirer calls");
+  opt("--fee-bps", s.fee_bps, "platform fee in basis points");
+  opt("--fee-fixed-minor", s.fee_fixed_minor, "fixed platform fee in minor units");
+  opt("--webhook-retry-schedule-ms", s.webhook_retry_schedule_ms, "comma list of delays before each retry")->delimiter(',');
+  opt("--webhook-timeout-ms", s.webhook_timeout_ms, "timeout of one webhook attempt");
+  opt("--log-level", s.log_level, "debug|info|warn|error");
+}
+
+std::string load_or_create_admin_key(const std::string& data_dir) {
+  if (const char* env = std::getenv("PAYSTREAM_ADMIN_KEY"); env && *env) return env;
+  namespace fs = std::filesystem;
+  fs::path path = fs::path(data_dir) / "admin.key";
+  if (fs::exists(path)) {
+    std::ifstream in(path);
+    std::string key;
+    std::getline(in, key);
+    if (key.empty()) throw std::runtime_error("admin key file is empty: " + path.string());
+    return key;
+  }
+  std::string key = random_token("ak_", 24);
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot write " + tmp.string());
+    out << key << "\n";
+  }
+  ::chmod(tmp.c_str(), 0600);
+  fs::rename(tmp, path);
+  log::warn("admin key generated", {{"path", fs::absolute(path).string()}});
+  return key;
+}
+
+}  // namespace ps::app

@@ -1,0 +1,71 @@
+// Configuration of `paystream serve`: every option has its unit in its name, a default
+// that works with no configuration at all, a flag, and an environment variable
+// PAYSTREAM_<NAME> (flags win). Bounded values are validated at start-up.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+
+namespace CLI { class App; }
+
+namespace ps::app {
+
+struct ServeConfig {
+  // HTTP intake
+  std::string listen = "127.0.0.1:8080";   // HOST:PORT; port 0 picks a free one (logged)
+  std::string data_dir = "./paystream-data";
+  int http_threads = 2;
+  bool reuse_port = false;
+  int64_t body_limit_bytes = 64 * 1024;
+  int64_t header_limit_bytes = 16 * 1024;
+  int64_t request_timeout_ms = 10000;
+  int64_t idle_timeout_ms = 60000;
+  int64_t shutdown_timeout_ms = 10000;
+  // API
+  int64_t max_amount_minor = 99'999'999'999;
+  double rate_limit_per_s = 1000;
+  int64_t rate_limit_burst = 2000;
+  int64_t idempotency_ttl_s = 24 * 3600;
+  int64_t max_wait_ms = 30000;
+  // Store
+  bool fsync = true;
+  int64_t store_max_batch = 512;
+  // Fraud
+  std::vector<std::string> fraud_blocklist = {"tok_fraud"};
+  int64_t velocity_window_ms = 60000;
+  int64_t velocity_max_per_source = 1000;
+  int64_t velocity_max_per_merchant = 1'000'000;
+  std::string risk_url;                      // empty: no external risk provider
+  int64_t risk_timeout_ms = 300;
+  int64_t risk_fallback_approve_below_minor = 10000;
+  // Processor / acquirer simulator
+  int64_t acquirer_timeout_ms = 2000;
+  int64_t acquirer_max_attempts = 3;
+  int64_t acquirer_latency_ms = 0;
+  double acquirer_failure_rate = 0;
+  uint64_t acquirer_seed = 42;
+  int64_t processor_concurrency = 32;
+  int64_t fee_bps = 0;
+  int64_t fee_fixed_minor = 0;
+  // Notifier
+  std::vector<int64_t> webhook_retry_schedule_ms;  // empty: Standard Webhooks default (~3 days)
+  int64_t webhook_timeout_ms = 5000;
+  // Logs
+  std::string log_level = "info";
+
+  std::string host() const;
+  uint16_t port() const;
+  Result<void> validate() const;
+};
+
+// Registers the serve flags (with PAYSTREAM_* environment fallbacks) on a CLI11 subcommand.
+void add_serve_options(CLI::App& cmd, ServeConfig& cfg);
+
+// Reads PAYSTREAM_ADMIN_KEY, or the key in <data_dir>/admin.key, or generates one there
+// (mode 0600) and logs its path. Throws on I/O failure (start-up only).
+std::string load_or_create_admin_key(const std::string& data_dir);
+
+}  // namespace ps::app

@@ -1,0 +1,210 @@
+// The one place that chooses adapters and wires them to the stages and the API for the
+// embedded shape. Start order: store, simulator, API (warmed), HTTP, stages; stop order
+// is the reverse, draining first (SPEC §7).
+#include <pthread.h>
+#include <signal.h>
+
+#include <boost/json.hpp>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "adapters/http/http_client.hpp"
+#include "adapters/http/http_server.hpp"
+#include "adapters/memory/idempotency_cache.hpp"
+#include "adapters/memory/rate_limiter.hpp"
+#include "adapters/memory/velocity_counter.hpp"
+#include "adapters/sim/acquirer_simulator.hpp"
+#include "adapters/sqlite/sqlite_store.hpp"
+#include "api/api.hpp"
+#include "app/commands.hpp"
+#include "app/config.hpp"
+#include "common/log.hpp"
+#include "ports/clock.hpp"
+#include "stages/fraud.hpp"
+#include "stages/ledger.hpp"
+#include "stages/notifier.hpp"
+#include "stages/processor.hpp"
+#include "stages/runner.hpp"
+
+namespace ps::app {
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+namespace {
+
+log::Level parse_level(const std::string& s) {
+  if (s == "debug") return log::Level::debug;
+  if (s == "warn") return log::Level::warn;
+  if (s == "error") return log::Level::error;
+  return log::Level::info;
+}
+
+// Blocks SIGTERM/SIGINT in this thread and every thread started after, so sigwait
+// in main receives them.
+sigset_t block_shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return set;
+}
+
+}  // namespace
+
+int run_serve(const ServeConfig& cfg) {
+  log::set_level(parse_level(cfg.log_level));
+  if (auto v = cfg.validate(); !v) {
+    std::cerr << "paystream serve: " << v.error().message << "\n";
+    return 2;
+  }
+  sigset_t signals = block_shutdown_signals();
+  SystemClock clock;
+
+  std::error_code ec;
+  fs::create_directories(cfg.data_dir, ec);
+  if (ec) {
+    log::error("cannot create data dir", {{"path", cfg.data_dir}, {"error", ec.message()}});
+    return 1;
+  }
+  std::string admin_key;
+  try {
+    admin_key = load_or_create_admin_key(cfg.data_dir);
+  } catch (const std::exception& e) {
+    log::error("admin key", {{"error", e.what()}});
+    return 1;
+  }
+
+  // --- adapters -------------------------------------------------------------------
+  SqliteOptions store_opts;
+  store_opts.path = (fs::path(cfg.data_dir) / "paystream.db").string();
+  store_opts.sync_full = cfg.fsync;
+  store_opts.max_batch = size_t(cfg.store_max_batch);
+  auto opened = SqliteStore::open(store_opts, clock);
+  if (!opened) {
+    log::error("cannot open store", {{"path", store_opts.path}, {"error", opened.error().message}});
+    return 1;
+  }
+  std::unique_ptr<SqliteStore> store = std::move(opened.value());
+
+  AcquirerSimOptions sim_opts;
+  sim_opts.db_path = (fs::path(cfg.data_dir) / "acquirer-sim.db").string();
+  sim_opts.latency = milliseconds(cfg.acquirer_latency_ms);
+  sim_opts.failure_rate = cfg.acquirer_failure_rate;
+  sim_opts.seed = cfg.acquirer_seed;
+  auto acquirer = std::make_unique<AcquirerSimulator>(sim_opts);
+
+  InMemoryIdempotencyCache idempotency(std::chrono::seconds(cfg.idempotency_ttl_s));
+  InMemoryRateLimiter rate_limiter;
+  InMemoryVelocityCounter velocity;
+  HttpWebhookSender webhook_sender;
+  std::unique_ptr<HttpRiskProvider> risk;
+  if (!cfg.risk_url.empty()) risk = std::make_unique<HttpRiskProvider>(cfg.risk_url);
+
+  // --- stages ---------------------------------------------------------------------
+  FraudConfig fraud_cfg;
+  fraud_cfg.blocklist = {cfg.fraud_blocklist.begin(), cfg.fraud_blocklist.end()};
+  fraud_cfg.velocity_window_ms = cfg.velocity_window_ms;
+  fraud_cfg.velocity_max_per_source = cfg.velocity_max_per_source;
+  fraud_cfg.velocity_max_per_merchant = cfg.velocity_max_per_merchant;
+  fraud_cfg.risk_timeout = milliseconds(cfg.risk_timeout_ms);
+  fraud_cfg.fallback_approve_below_minor = cfg.risk_fallback_approve_below_minor;
+  FraudStage fraud(fraud_cfg, velocity, risk.get(), clock);
+
+  ProcessorConfig proc_cfg;
+  proc_cfg.acquirer_timeout = milliseconds(cfg.acquirer_timeout_ms);
+  proc_cfg.max_attempts = int(cfg.acquirer_max_attempts);
+  proc_cfg.concurrency = size_t(cfg.processor_concurrency);
+  ProcessorStage processor(proc_cfg, *acquirer, clock);
+
+  FeeConfig fee_cfg;
+  fee_cfg.fee_bps = cfg.fee_bps;
+  fee_cfg.fee_fixed_minor = cfg.fee_fixed_minor;
+  LedgerStage ledger(fee_cfg, clock);
+
+  NotifierStage notifier(*store, clock);
+  DispatcherConfig disp_cfg;
+  if (!cfg.webhook_retry_schedule_ms.empty()) {
+    disp_cfg.retry_schedule.clear();
+    for (auto d : cfg.webhook_retry_schedule_ms) disp_cfg.retry_schedule.push_back(milliseconds(d));
+  }
+  disp_cfg.attempt_timeout = milliseconds(cfg.webhook_timeout_ms);
+  WebhookDispatcher dispatcher(*store, webhook_sender, clock, disp_cfg);
+
+  RunnerOptions run_opts;
+  std::vector<std::unique_ptr<StageRunner>> runners;
+  auto topic = [](std::string_view t) { return std::string(t); };
+  runners.push_back(std::make_unique<StageRunner>("fraud", std::vector{topic(topics::initiated)}, *store, fraud, clock, run_opts));
+  runners.push_back(std::make_unique<StageRunner>("processor", std::vector{topic(topics::validated)}, *store, processor, clock, run_opts));
+  runners.push_back(std::make_unique<StageRunner>("ledger", std::vector{topic(topics::settled), topic(topics::failed)}, *store, ledger, clock, run_opts));
+  runners.push_back(std::make_unique<StageRunner>("notifier", std::vector{topic(topics::settled), topic(topics::failed)}, *store, notifier, clock, run_opts));
+
+  // --- API and HTTP ---------------------------------------------------------------
+  ApiConfig api_cfg;
+  api_cfg.admin_key = admin_key;
+  api_cfg.max_amount_minor = cfg.max_amount_minor;
+  api_cfg.default_rate_per_s = cfg.rate_limit_per_s;
+  api_cfg.default_burst = cfg.rate_limit_burst;
+  api_cfg.max_wait_ms = int(cfg.max_wait_ms);
+  Api api(ApiDeps{*store, *store, *store, *store, *store, *store, idempotency, rate_limiter, clock}, api_cfg);
+  if (auto w = api.warm(); !w) {
+    log::error("cannot warm caches", {{"error", w.error().message}});
+    return 1;
+  }
+  store->set_terminal_listener([&api](const std::vector<std::string>& ids) { api.notify_terminal(ids); });
+
+  HttpServerOptions http_opts;
+  http_opts.host = cfg.host();
+  http_opts.port = cfg.port();
+  http_opts.threads = cfg.http_threads;
+  http_opts.reuse_port = cfg.reuse_port;
+  http_opts.body_limit_bytes = size_t(cfg.body_limit_bytes);
+  http_opts.header_limit_bytes = size_t(cfg.header_limit_bytes);
+  http_opts.request_timeout_ms = int(cfg.request_timeout_ms);
+  http_opts.idle_timeout_ms = int(cfg.idle_timeout_ms);
+  HttpServer server(http_opts, [&api](HttpRequest req, Respond respond) { api.handle(std::move(req), std::move(respond)); });
+  auto port = server.start();
+  if (!port) {
+    log::error("cannot listen", {{"listen", cfg.listen}, {"error", port.error().message}});
+    return 1;
+  }
+
+  for (auto& r : runners) r->start();
+  dispatcher.start();
+  api.set_ready(true);
+  log::info("listening", {{"address", http_opts.host + ":" + std::to_string(*port)},
+                          {"data_dir", fs::absolute(cfg.data_dir).string()}});
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log::info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+
+  // Drain: readiness false and new requests refused, in-flight requests finish, then
+  // the stages stop at a committed position.
+  api.set_draining(true);
+  server.stop_accepting();
+  if (!server.drain(int(cfg.shutdown_timeout_ms)))
+    log::warn("in-flight requests still running at shutdown timeout");
+  for (auto& r : runners) r->stop();
+  dispatcher.stop();
+  server.stop();
+  store.reset();
+  log::info("stopped");
+  return 0;
+}
+
+int run_routes() {
+  boost::json::array out;
+  for (const auto& r : Api::routes()) {
+    boost::json::object o;
+    o["method"] = r.method;
+    o["path"] = r.path;
+    out.push_back(std::move(o));
+  }
+  std::cout << boost::json::serialize(out) << "\n";
+  return 0;
+}
+
+}  // namespace ps::app
