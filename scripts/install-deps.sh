@@ -10,6 +10,7 @@ PACKAGES=(
   libfmt-dev libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev
   python3 curl
+  prometheus
 )
 
 missing=()
