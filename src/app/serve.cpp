@@ -21,11 +21,11 @@
 #include "app/config.hpp"
 #include "common/log.hpp"
 #include "ports/clock.hpp"
-#include "stages/fraud.hpp"
-#include "stages/ledger.hpp"
-#include "stages/notifier.hpp"
-#include "stages/processor.hpp"
-#include "stages/runner.hpp"
+#include "stages/fraud_stage.hpp"
+#include "stages/ledger_stage.hpp"
+#include "stages/notifier_stage.hpp"
+#include "stages/processor_stage.hpp"
+#include "stages/stage_runner.hpp"
 
 namespace ps::app {
 namespace fs = std::filesystem;
@@ -107,25 +107,25 @@ int run_serve(const ServeConfig& cfg) {
   FraudConfig fraud_cfg;
   fraud_cfg.blocklist = {cfg.fraud_blocklist.begin(), cfg.fraud_blocklist.end()};
   fraud_cfg.velocity_window_ms = cfg.velocity_window_ms;
-  fraud_cfg.velocity_max_per_source = cfg.velocity_max_per_source;
-  fraud_cfg.velocity_max_per_merchant = cfg.velocity_max_per_merchant;
+  fraud_cfg.max_per_source = cfg.velocity_max_per_source;
+  fraud_cfg.max_per_merchant = cfg.velocity_max_per_merchant;
   fraud_cfg.risk_timeout = milliseconds(cfg.risk_timeout_ms);
   fraud_cfg.fallback_approve_below_minor = cfg.risk_fallback_approve_below_minor;
-  FraudStage fraud(fraud_cfg, velocity, risk.get(), clock);
+  FraudStage fraud(velocity, clock, fraud_cfg, risk.get());
 
   ProcessorConfig proc_cfg;
   proc_cfg.acquirer_timeout = milliseconds(cfg.acquirer_timeout_ms);
-  proc_cfg.max_attempts = int(cfg.acquirer_max_attempts);
+  proc_cfg.backoff.max_attempts = int(cfg.acquirer_max_attempts);
   proc_cfg.concurrency = size_t(cfg.processor_concurrency);
-  ProcessorStage processor(proc_cfg, *acquirer, clock);
+  ProcessorStage processor(*acquirer, clock, proc_cfg);
 
   FeeConfig fee_cfg;
   fee_cfg.fee_bps = cfg.fee_bps;
   fee_cfg.fee_fixed_minor = cfg.fee_fixed_minor;
-  LedgerStage ledger(fee_cfg, clock);
+  LedgerStage ledger(clock, fee_cfg);
 
   NotifierStage notifier(*store, clock);
-  DispatcherConfig disp_cfg;
+  DispatcherOptions disp_cfg;
   if (!cfg.webhook_retry_schedule_ms.empty()) {
     disp_cfg.retry_schedule.clear();
     for (auto d : cfg.webhook_retry_schedule_ms) disp_cfg.retry_schedule.push_back(milliseconds(d));

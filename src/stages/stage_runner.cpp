@@ -65,7 +65,7 @@ bool StageRunner::handle_with_retries(const std::vector<Record>& batch, Effects*
       *out = std::move(r.value());
       return true;
     }
-    if (!r.error().retryable) return handle_records_singly(batch, r.error(), out);
+    if (!r.error().retryable && handle_records_singly(batch, r.error(), out)) return true;
     processed(stage_name_, "retried").inc(double(batch.size()));
     if (attempt == 1 || attempt % 20 == 0)
       log::warn("stage batch deferred: dependency unavailable",
@@ -100,10 +100,7 @@ bool StageRunner::handle_records_singly(const std::vector<Record>& batch, const 
         break;
       }
       last = r.error();
-      if (last.retryable) {
-        // Dependency trouble, not poison: go back to whole-batch retry.
-        return handle_with_retries(batch, out);
-      }
+      if (last.retryable) return false;  // dependency trouble, not poison: whole-batch retry
       if (attempt < opts_.max_record_attempts) pause(backoff_.delay(attempt));
     }
     if (!done) {
@@ -132,13 +129,11 @@ size_t StageRunner::run_once() {
   if (!handle_with_retries(batch, &effects)) return 0;  // stopping with a deferred batch
   const size_t dead = effects.dead_letters.size();
 
-  for (int attempt = 1;; ++attempt) {
-    auto c = log_.commit(group_, batch, effects);
-    if (c) break;
-    log::warn("stage commit failed; will re-poll",
-              {{"stage", stage_name_}, {"error", c.error().message}, {"attempt", std::to_string(attempt)}});
+  auto c = log_.commit(group_, batch, std::move(effects));
+  if (!c) {
     // At-least-once: the records come back on the next poll and are handled again.
-    pause(backoff_.delay(std::min(attempt, 30)));
+    log::warn("stage commit failed; will re-poll", {{"stage", stage_name_}, {"error", c.error().message}});
+    pause(backoff_.delay(3));
     return 0;
   }
   auto& reg = metrics::registry();

@@ -61,6 +61,7 @@ class StageRunner {
   void loop();
   // Handles `batch`, retrying retryable errors; false if stop was requested meanwhile.
   bool handle_with_retries(const std::vector<Record>& batch, Effects* out);
+  // One record at a time; false if a retryable error came up (back to whole-batch retry).
   bool handle_records_singly(const std::vector<Record>& batch, const Error& batch_error, Effects* out);
   void pause(std::chrono::milliseconds d);  // clock sleep in slices, cut short by stop()
 

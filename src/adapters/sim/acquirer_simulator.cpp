@@ -1,0 +1,230 @@
+#include "adapters/sim/acquirer_simulator.hpp"
+
+#include <sqlite3.h>
+
+#include <stdexcept>
+#include <thread>
+
+#include "domain/ids.hpp"
+
+namespace ps {
+namespace {
+
+constexpr size_t kMaxTransientSeen = 100'000;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Minimal RAII statement wrapper.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK) st_ = nullptr;
+  }
+  ~Stmt() { sqlite3_finalize(st_); }
+  bool ok() const { return st_ != nullptr; }
+  Stmt& bind(int i, const std::string& v) {
+    sqlite3_bind_text(st_, i, v.data(), int(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& bind(int i, int64_t v) {
+    sqlite3_bind_int64(st_, i, v);
+    return *this;
+  }
+  int step() { return sqlite3_step(st_); }
+  int64_t i64(int c) const { return sqlite3_column_int64(st_, c); }
+  std::string text(int c) const {
+    auto* p = sqlite3_column_text(st_, c);
+    return p ? std::string(reinterpret_cast<const char*>(p)) : std::string();
+  }
+  std::string err() const { return sqlite3_errmsg(db_); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* st_ = nullptr;
+};
+
+Error db_error(sqlite3* db, const char* what) {
+  return Error::internal(std::string("acquirer simulator database: ") + what + ": " + sqlite3_errmsg(db));
+}
+
+void exec_or_throw(sqlite3* db, const char* sql) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+    std::string m = msg ? msg : "unknown";
+    sqlite3_free(msg);
+    throw std::runtime_error("acquirer simulator: " + m + " in: " + sql);
+  }
+}
+
+AcquirerResult decide(const std::string& source) {
+  AcquirerResult r;
+  r.approved = true;
+  if (source == "tok_decline") {
+    r.approved = false;
+    r.decline_code = "card_declined";
+  } else if (source == "tok_insufficient_funds") {
+    r.approved = false;
+    r.decline_code = "insufficient_funds";
+  }
+  return r;
+}
+
+}  // namespace
+
+AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(opts)), rng_(opts_.seed) {
+  if (sqlite3_open_v2(opts_.db_path.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+    std::string m = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw std::runtime_error("acquirer simulator: cannot open " + opts_.db_path + ": " + m);
+  }
+  sqlite3_busy_timeout(db_, 5000);
+  if (opts_.db_path != ":memory:") exec_or_throw(db_, "PRAGMA journal_mode=WAL");
+  exec_or_throw(db_, "PRAGMA synchronous=FULL");
+  exec_or_throw(db_,
+                "CREATE TABLE IF NOT EXISTS charges(payment_id TEXT PRIMARY KEY, amount_minor INTEGER NOT NULL,"
+                " currency TEXT NOT NULL, source TEXT NOT NULL, approved INTEGER NOT NULL,"
+                " decline_code TEXT NOT NULL, calls INTEGER NOT NULL, created_ms INTEGER NOT NULL)");
+  exec_or_throw(db_,
+                "CREATE TABLE IF NOT EXISTS refunds(refund_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL,"
+                " amount_minor INTEGER NOT NULL, calls INTEGER NOT NULL, created_ms INTEGER NOT NULL)");
+}
+
+AcquirerSimulator::~AcquirerSimulator() { sqlite3_close(db_); }
+
+bool AcquirerSimulator::wait_latency(std::chrono::milliseconds timeout) const {
+  if (opts_.latency > timeout) {
+    std::this_thread::sleep_for(timeout);
+    return false;
+  }
+  if (opts_.latency.count() > 0) std::this_thread::sleep_for(opts_.latency);
+  return true;
+}
+
+bool AcquirerSimulator::random_failure() {
+  if (opts_.failure_rate <= 0) return false;
+  std::lock_guard lk(mu_);
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < opts_.failure_rate;
+}
+
+Result<AcquirerResult> AcquirerSimulator::charge(const ChargeRequest& req, std::chrono::milliseconds timeout) {
+  if (req.source == "tok_timeout") {
+    std::this_thread::sleep_for(timeout);
+    return Error::timeout("acquirer did not answer within " + std::to_string(timeout.count()) + " ms");
+  }
+  if (!wait_latency(timeout))
+    return Error::timeout("acquirer did not answer within " + std::to_string(timeout.count()) + " ms");
+  if (random_failure()) return Error::unavailable("acquirer_transient", "simulated transient acquirer failure");
+
+  std::lock_guard lk(mu_);
+  {
+    Stmt sel(db_, "SELECT approved, decline_code FROM charges WHERE payment_id = ?");
+    if (!sel.ok()) return db_error(db_, "prepare select charge");
+    sel.bind(1, req.payment_id);
+    int rc = sel.step();
+    if (rc == SQLITE_ROW) {
+      AcquirerResult r;
+      r.approved = sel.i64(0) != 0;
+      r.decline_code = sel.text(1);
+      r.acquirer_ref = deterministic_id("ch_", req.payment_id);
+      Stmt upd(db_, "UPDATE charges SET calls = calls + 1 WHERE payment_id = ?");
+      if (!upd.ok() || upd.bind(1, req.payment_id).step() != SQLITE_DONE) return db_error(db_, "update calls");
+      return r;
+    }
+    if (rc != SQLITE_DONE) return db_error(db_, "select charge");
+  }
+  if (req.source == "tok_transient" && !transient_seen_.count(req.payment_id)) {
+    if (transient_seen_.size() >= kMaxTransientSeen) transient_seen_.clear();
+    transient_seen_.insert(req.payment_id);
+    return Error::unavailable("acquirer_transient", "simulated transient acquirer failure (first call)");
+  }
+  AcquirerResult r = decide(req.source);
+  r.acquirer_ref = deterministic_id("ch_", req.payment_id);
+  Stmt ins(db_,
+           "INSERT INTO charges(payment_id, amount_minor, currency, source, approved, decline_code, calls,"
+           " created_ms) VALUES(?,?,?,?,?,?,1,?)");
+  if (!ins.ok()) return db_error(db_, "prepare insert charge");
+  ins.bind(1, req.payment_id).bind(2, req.amount_minor).bind(3, req.currency).bind(4, req.source)
+      .bind(5, int64_t(r.approved ? 1 : 0)).bind(6, r.decline_code).bind(7, now_ms());
+  if (ins.step() != SQLITE_DONE) return db_error(db_, "insert charge");
+  return r;
+}
+
+Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& req,
+                                                 std::chrono::milliseconds timeout) {
+  if (!wait_latency(timeout))
+    return Error::timeout("acquirer did not answer within " + std::to_string(timeout.count()) + " ms");
+  if (random_failure()) return Error::unavailable("acquirer_transient", "simulated transient acquirer failure");
+
+  std::lock_guard lk(mu_);
+  AcquirerResult r;
+  r.acquirer_ref = deterministic_id("rf_", req.refund_id);
+  {
+    Stmt sel(db_, "SELECT 1 FROM refunds WHERE refund_id = ?");
+    if (!sel.ok()) return db_error(db_, "prepare select refund");
+    sel.bind(1, req.refund_id);
+    int rc = sel.step();
+    if (rc == SQLITE_ROW) {
+      Stmt upd(db_, "UPDATE refunds SET calls = calls + 1 WHERE refund_id = ?");
+      if (!upd.ok() || upd.bind(1, req.refund_id).step() != SQLITE_DONE) return db_error(db_, "update calls");
+      r.approved = true;
+      return r;
+    }
+    if (rc != SQLITE_DONE) return db_error(db_, "select refund");
+  }
+  int64_t charged = 0;
+  {
+    Stmt sel(db_, "SELECT amount_minor FROM charges WHERE payment_id = ? AND approved = 1");
+    if (!sel.ok()) return db_error(db_, "prepare select charge");
+    sel.bind(1, req.payment_id);
+    int rc = sel.step();
+    if (rc == SQLITE_DONE) {
+      r.approved = false;
+      r.decline_code = "charge_not_found";
+      return r;
+    }
+    if (rc != SQLITE_ROW) return db_error(db_, "select charge");
+    charged = sel.i64(0);
+  }
+  int64_t refunded = 0;
+  {
+    Stmt sum(db_, "SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE payment_id = ?");
+    if (!sum.ok() || sum.bind(1, req.payment_id).step() != SQLITE_ROW) return db_error(db_, "sum refunds");
+    refunded = sum.i64(0);
+  }
+  if (req.amount_minor <= 0 || req.amount_minor > charged - refunded) {
+    r.approved = false;
+    r.decline_code = "amount_exceeds_charge";
+    return r;
+  }
+  Stmt ins(db_, "INSERT INTO refunds(refund_id, payment_id, amount_minor, calls, created_ms) VALUES(?,?,?,1,?)");
+  if (!ins.ok()) return db_error(db_, "prepare insert refund");
+  ins.bind(1, req.refund_id).bind(2, req.payment_id).bind(3, req.amount_minor).bind(4, now_ms());
+  if (ins.step() != SQLITE_DONE) return db_error(db_, "insert refund");
+  r.approved = true;
+  return r;
+}
+
+Result<int64_t> AcquirerSimulator::charge_count() {
+  std::lock_guard lk(mu_);
+  Stmt sel(db_, "SELECT COUNT(*) FROM charges");
+  if (!sel.ok() || sel.step() != SQLITE_ROW) return db_error(db_, "count charges");
+  return sel.i64(0);
+}
+
+Result<int64_t> AcquirerSimulator::calls_for(const std::string& payment_id) {
+  std::lock_guard lk(mu_);
+  Stmt sel(db_, "SELECT calls FROM charges WHERE payment_id = ?");
+  if (!sel.ok()) return db_error(db_, "prepare calls");
+  sel.bind(1, payment_id);
+  int rc = sel.step();
+  if (rc == SQLITE_DONE) return int64_t{0};
+  if (rc != SQLITE_ROW) return db_error(db_, "calls");
+  return sel.i64(0);
+}
+
+}  // namespace ps
