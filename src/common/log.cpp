@@ -41,8 +41,8 @@ void write(Level level, std::string_view msg, const Fields& fields) {
   o["msg"] = msg;
   for (const auto& [k, v] : fields) o[k] = v;
   std::string s = boost::json::serialize(o);
-  // The pattern already opened the object with "ts"; drop our leading '{'.
-  logger().info("{}", std::string_view(s).substr(1));
+  // The pattern opens the object with "ts" and closes it: drop our own braces.
+  logger().info("{}", std::string_view(s).substr(1, s.size() - 2));
 }
 
 std::string new_traceparent() {

@@ -1,0 +1,197 @@
+// SqliteStore specifics beyond the port contracts: schema as other tools read it,
+// idempotent migrations, group commit, overload, terminal listener, thread rules.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <filesystem>
+#include <future>
+#include <set>
+
+#include "adapters/sqlite/sqlite_store.hpp"
+#include "common/metrics.hpp"
+#include "contract/store_harness.hpp"
+
+namespace ps::contract {
+namespace {
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "ps_sqlite_XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir = tmpl;
+    path = (dir / "db.sqlite").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+  std::unique_ptr<SqliteStore> open(SqliteOptions o = {}) {
+    o.path = path;
+    auto r = SqliteStore::open(o, clock);
+    EXPECT_TRUE(r.ok()) << (r ? "" : r.error().message);
+    return r ? std::move(r.value()) : nullptr;
+  }
+  // Runs `sql` on an independent connection, returning the first column of each row.
+  std::vector<std::string> sql(const std::string& q) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    std::vector<std::string> out;
+    EXPECT_EQ(sqlite3_prepare_v2(db, q.c_str(), -1, &st, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+      auto* t = sqlite3_column_text(st, 0);
+      out.emplace_back(t ? reinterpret_cast<const char*>(t) : "NULL");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
+  }
+  std::filesystem::path dir;
+  std::string path;
+  ManualClock clock;
+};
+
+TEST_F(SqliteStoreTest, SchemaHasTheTablesAndColumnsOthersRead) {
+  { auto s = open(); }
+  auto tables = sql("SELECT name FROM sqlite_master WHERE type='table'");
+  std::set<std::string> t(tables.begin(), tables.end());
+  for (const char* name : {"events", "consumer_positions", "merchants", "payments", "refunds", "idempotency",
+                           "journal_entries", "postings", "merchant_events", "webhook_endpoints",
+                           "webhook_deliveries", "dead_letter_replays"})
+    EXPECT_TRUE(t.count(name)) << name;
+  auto cols = sql("SELECT name FROM pragma_table_info('events')");
+  std::set<std::string> c(cols.begin(), cols.end());
+  for (const char* name : {"offset", "topic", "partition", "key", "id", "type", "source", "time_ms", "traceparent", "data"})
+    EXPECT_TRUE(c.count(name)) << name;
+  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"1"});
+  EXPECT_EQ(sql("PRAGMA journal_mode"), std::vector<std::string>{"wal"});
+}
+
+TEST_F(SqliteStoreTest, ReopenIsANoOpMigrationAndKeepsData) {
+  {
+    auto s = open();
+    ASSERT_TRUE(accept_payment_sync(*s, payment_cmd("mer_1", "k", 10, 1)).ok());
+  }
+  {
+    auto s = open();
+    EXPECT_EQ(s->list_payments("mer_1", std::nullopt, Page{10, ""})->size(), 1u);
+    EXPECT_EQ(*s->count_events("tx.initiated"), 1);
+  }
+  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"1"});
+  EXPECT_EQ(sql("SELECT status FROM payments"), std::vector<std::string>{"processing"});
+  EXPECT_EQ(sql("SELECT topic || ':' || partition FROM events"), std::vector<std::string>{"tx.initiated:0"});
+}
+
+TEST_F(SqliteStoreTest, ConcurrentWritesAreGroupCommitted) {
+  auto s = open();
+  auto& commits = metrics::registry().counter("paystream_store_commits_total", "");
+  double before = commits.value();
+  constexpr int kN = 300;
+  std::atomic<int> ok{0};
+  std::promise<void> all_done;
+  std::atomic<int> remaining{kN};
+  for (int i = 0; i < kN; ++i) {
+    s->accept_payment(payment_cmd("mer_1", "k" + std::to_string(i), 10, 1), [&](Result<AcceptOutcome> r) {
+      if (r && r->created) ++ok;
+      if (--remaining == 0) all_done.set_value();
+    });
+  }
+  all_done.get_future().get();
+  EXPECT_EQ(ok.load(), kN);
+  double used = commits.value() - before;
+  EXPECT_GE(used, 1);
+  EXPECT_LT(used, kN) << "jobs should share transactions";
+  EXPECT_EQ(sql("SELECT COUNT(*) FROM payments"), std::vector<std::string>{std::to_string(kN)});
+}
+
+TEST_F(SqliteStoreTest, FullQueueFailsJobsWithStoreOverloaded) {
+  SqliteOptions o;
+  o.max_queue = 1;
+  o.max_batch = 1;
+  auto s = open(o);
+  constexpr int kN = 200;
+  std::atomic<int> created{0}, overloaded{0}, other{0}, remaining{kN};
+  std::promise<void> done;
+  for (int i = 0; i < kN; ++i) {
+    s->accept_payment(payment_cmd("mer_1", "k" + std::to_string(i), 10, 1), [&](Result<AcceptOutcome> r) {
+      if (r) ++created;
+      else if (r.error().code == "store_overloaded" && r.error().kind == ErrorKind::unavailable) ++overloaded;
+      else ++other;
+      if (--remaining == 0) done.set_value();
+    });
+  }
+  done.get_future().get();
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_GT(overloaded.load(), 0);
+  EXPECT_GT(created.load(), 0);
+  s.reset();
+  EXPECT_EQ(sql("SELECT COUNT(*) FROM payments"), std::vector<std::string>{std::to_string(created.load())});
+}
+
+TEST_F(SqliteStoreTest, OneFailingJobDoesNotSpoilItsBatch) {
+  auto s = open();
+  // A payment with amount 0 violates CHECK(amount_minor > 0); its neighbours commit.
+  constexpr int kN = 50;
+  std::atomic<int> created{0}, failed{0}, remaining{kN};
+  std::promise<void> done;
+  for (int i = 0; i < kN; ++i) {
+    s->accept_payment(payment_cmd("mer_1", "k" + std::to_string(i), i % 10 == 0 ? 0 : 10, 1),
+                      [&](Result<AcceptOutcome> r) {
+                        (r ? created : failed)++;
+                        if (--remaining == 0) done.set_value();
+                      });
+  }
+  done.get_future().get();
+  EXPECT_EQ(failed.load(), 5);
+  EXPECT_EQ(created.load(), 45);
+  EXPECT_EQ(*s->count_events("tx.initiated"), 45);
+  EXPECT_FALSE(s->find_idempotency("mer_1", "k0")->has_value());
+  EXPECT_TRUE(s->find_idempotency("mer_1", "k1")->has_value());
+}
+
+TEST_F(SqliteStoreTest, TerminalListenerGetsNewlyTerminalPaymentsOnce) {
+  auto s = open();
+  std::mutex mu;
+  std::vector<std::string> seen;
+  s->set_terminal_listener([&](const std::vector<std::string>& ids) {
+    std::lock_guard g(mu);
+    seen.insert(seen.end(), ids.begin(), ids.end());
+  });
+  auto cmd = payment_cmd("mer_1", "k", 10, 1);
+  Payment p = cmd.payment;
+  ASSERT_TRUE(accept_payment_sync(*s, std::move(cmd)).ok());
+  ASSERT_TRUE(s->commit("ledger", {}, succeed_payment(p, 2)).ok());
+  ASSERT_TRUE(s->commit("ledger", {}, succeed_payment(p, 3)).ok());
+  std::lock_guard g(mu);
+  EXPECT_EQ(seen, std::vector<std::string>{p.id});
+}
+
+TEST_F(SqliteStoreTest, SyncWriteFromACallbackIsRefusedNotDeadlocked) {
+  auto s = open();
+  std::promise<Result<void>> inner;
+  s->accept_payment(payment_cmd("mer_1", "k", 10, 1), [&](Result<AcceptOutcome>) {
+    inner.set_value(s->create_merchant(Merchant{"mer_1", "x", "h", 0, 0, 1}));
+  });
+  auto r = inner.get_future().get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::internal);
+}
+
+TEST_F(SqliteStoreTest, DeadLetterRowsHaveTheDocumentedShape) {
+  auto s = open();
+  Record orig;
+  orig.topic = "tx.validated";
+  orig.offset = 9;
+  orig.event = test_event("pay_1", event_types::payment_validated, 5);
+  Effects fx;
+  fx.dead_letters.push_back(DeadLetter{orig, "boom", 4});
+  ASSERT_TRUE(s->commit("processor", {}, std::move(fx)).ok());
+  s.reset();
+  EXPECT_EQ(sql("SELECT type FROM events WHERE topic='tx.dlq'"), std::vector<std::string>{"paystream.dead_letter"});
+  EXPECT_EQ(sql("SELECT json_extract(data, '$.topic') || '|' || json_extract(data, '$.offset') || '|' || "
+                "json_extract(data, '$.error') || '|' || json_extract(data, '$.attempts') || '|' || "
+                "json_extract(data, '$.event.id') FROM events WHERE topic='tx.dlq'"),
+            std::vector<std::string>{"tx.validated|9|boom|4|" + orig.event.id});
+}
+
+}  // namespace
+}  // namespace ps::contract
