@@ -1,0 +1,840 @@
+#include "api/api.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "api/validation.hpp"
+#include "common/log.hpp"
+#include "common/metrics.hpp"
+#include "domain/event.hpp"
+#include "domain/ids.hpp"
+#include "domain/json_codec.hpp"
+
+namespace ps {
+using namespace ps::api;
+
+namespace {
+
+enum class RouteId {
+  merchants_create, payments_create, payments_list, payments_get, refunds_create, refunds_get,
+  balance_get, ledger_entries, endpoints_create, endpoints_list, endpoints_get, endpoints_delete,
+  events_list, events_get, events_redeliver, healthz, readyz, metrics,
+};
+enum class AuthKind { none, admin, merchant };
+
+struct RouteDef {
+  const char* method;
+  const char* path;
+  RouteId id;
+  AuthKind auth;
+};
+
+const std::vector<RouteDef>& route_table() {
+  static const std::vector<RouteDef> t = {
+      {"POST", "/v1/merchants", RouteId::merchants_create, AuthKind::admin},
+      {"POST", "/v1/payments", RouteId::payments_create, AuthKind::merchant},
+      {"GET", "/v1/payments", RouteId::payments_list, AuthKind::merchant},
+      {"GET", "/v1/payments/{id}", RouteId::payments_get, AuthKind::merchant},
+      {"POST", "/v1/payments/{id}/refunds", RouteId::refunds_create, AuthKind::merchant},
+      {"GET", "/v1/refunds/{id}", RouteId::refunds_get, AuthKind::merchant},
+      {"GET", "/v1/balance", RouteId::balance_get, AuthKind::merchant},
+      {"GET", "/v1/ledger/entries", RouteId::ledger_entries, AuthKind::merchant},
+      {"POST", "/v1/webhook_endpoints", RouteId::endpoints_create, AuthKind::merchant},
+      {"GET", "/v1/webhook_endpoints", RouteId::endpoints_list, AuthKind::merchant},
+      {"GET", "/v1/webhook_endpoints/{id}", RouteId::endpoints_get, AuthKind::merchant},
+      {"DELETE", "/v1/webhook_endpoints/{id}", RouteId::endpoints_delete, AuthKind::merchant},
+      {"GET", "/v1/events", RouteId::events_list, AuthKind::merchant},
+      {"GET", "/v1/events/{id}", RouteId::events_get, AuthKind::merchant},
+      {"POST", "/v1/events/{id}/redeliver", RouteId::events_redeliver, AuthKind::merchant},
+      {"GET", "/healthz", RouteId::healthz, AuthKind::none},
+      {"GET", "/readyz", RouteId::readyz, AuthKind::none},
+      {"GET", "/metrics", RouteId::metrics, AuthKind::none},
+  };
+  return t;
+}
+
+std::vector<std::string_view> split_path(std::string_view p) {
+  std::vector<std::string_view> out;
+  if (p.empty() || p[0] != '/') return out;
+  p.remove_prefix(1);
+  while (true) {
+    auto s = p.find('/');
+    out.push_back(p.substr(0, s));
+    if (s == std::string_view::npos) break;
+    p.remove_prefix(s + 1);
+    if (out.size() > 16) break;
+  }
+  return out;
+}
+
+// Matches `path` against a template; fills `param` with the {id} segment.
+bool match(std::string_view tmpl, const std::vector<std::string_view>& segs, std::string& param) {
+  auto t = split_path(tmpl);
+  if (t.size() != segs.size()) return false;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (!t[i].empty() && t[i].front() == '{') {
+      if (segs[i].empty()) return false;
+      param = std::string(segs[i]);
+    } else if (t[i] != segs[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+HttpResponse json_response(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+std::string list_json(const std::vector<std::string>& items, bool has_more) {
+  std::string s = R"({"object":"list","data":[)";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) s += ',';
+    s += items[i];
+  }
+  s += R"(],"has_more":)";
+  s += has_more ? "true" : "false";
+  s += '}';
+  return s;
+}
+
+bool is_json_content_type(std::optional<std::string_view> ct) {
+  if (!ct) return false;
+  std::string_view v = *ct;
+  auto semi = v.find(';');
+  v = v.substr(0, semi);
+  while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  return iequals(v, "application/json");
+}
+
+metrics::Counter& idem_counter(const char* outcome) {
+  return metrics::registry().counter("paystream_idempotency_total", "Idempotency outcomes", {{"outcome", outcome}});
+}
+
+constexpr const char* kGatewaySource = "/paystream/gateway";
+constexpr size_t kMaxAuthCache = 1'000'000;
+constexpr size_t kMaxUnknownKeys = 10'000;
+constexpr auto kUnknownKeyTtl = std::chrono::seconds(2);
+
+}  // namespace
+
+struct Api::Impl {
+  ApiDeps d;
+  ApiConfig cfg;
+  std::atomic<bool> ready{false};
+  std::atomic<bool> draining{false};
+
+  // Auth cache: SHA-256(api key) -> merchant.
+  std::shared_mutex auth_mu;
+  std::unordered_map<std::string, Merchant> auth;
+  // Unknown key hashes, remembered briefly so bogus keys do not each cost a store lookup.
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
+
+  // Prefer: wait waiters, keyed by payment id.
+  struct Waiter {
+    std::string merchant_id, key, fingerprint;
+    std::chrono::steady_clock::time_point deadline;
+    Respond respond;  // already wrapped (metrics, headers)
+    std::string body_202;
+  };
+  mutable std::mutex wmu;
+  std::condition_variable wcv;
+  std::unordered_multimap<std::string, Waiter> waiters;
+  std::deque<std::string> ready_ids;
+  bool wstop = false;
+  std::thread wthread;
+
+  metrics::Counter& accepted = metrics::registry().counter("paystream_payments_accepted_total",
+                                                           "Payments durably accepted by the gateway");
+  metrics::Counter& limited = metrics::registry().counter("paystream_rate_limited_total",
+                                                          "Requests refused by the rate limiter");
+
+  Impl(ApiDeps deps, ApiConfig c) : d(deps), cfg(std::move(c)) {
+    wthread = std::thread([this] { wait_loop(); });
+  }
+  ~Impl() {
+    {
+      std::lock_guard lk(wmu);
+      wstop = true;
+    }
+    wcv.notify_all();
+    if (wthread.joinable()) wthread.join();
+  }
+
+  // ---- plumbing -----------------------------------------------------------------------
+  struct Ctx {
+    Merchant merchant;
+    std::string param;  // the {id} path segment
+  };
+
+  Respond wrap(Respond raw, std::string route, std::string method,
+               std::chrono::steady_clock::time_point start,
+               std::shared_ptr<std::vector<std::pair<std::string, std::string>>> extra) {
+    return [raw = std::move(raw), route = std::move(route), method = std::move(method), start,
+            extra = std::move(extra)](HttpResponse r) {
+      if (extra)
+        for (const auto& h : *extra) r.headers.push_back(h);
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      auto& reg = metrics::registry();
+      reg.counter("paystream_http_requests_total", "HTTP requests by route, method and status",
+                  {{"route", route}, {"method", method}, {"status", std::to_string(r.status)}})
+          .inc();
+      reg.histogram("paystream_http_request_duration_seconds", "HTTP request latency by route",
+                    {{"route", route}, {"method", method}})
+          .observe(secs);
+      raw(std::move(r));
+    };
+  }
+
+  static void fail(const Respond& respond, const Error& e) { respond(error_response(e)); }
+
+  void handle(HttpRequest req, Respond raw) {
+    auto start = std::chrono::steady_clock::now();
+    if (req.path.empty() && !req.target.empty()) parse_target(req.target, req.path, req.query);
+    auto segs = split_path(req.path);
+    const RouteDef* found = nullptr;
+    std::string param;
+    std::string allow;
+    for (const auto& r : route_table()) {
+      std::string p;
+      if (!match(r.path, segs, p)) continue;
+      if (req.method == r.method) {
+        found = &r;
+        param = std::move(p);
+        break;
+      }
+      if (allow.find(r.method) == std::string::npos) allow += allow.empty() ? r.method : std::string(", ") + r.method;
+    }
+    if (!found) {
+      if (!allow.empty()) {
+        Respond respond = wrap(std::move(raw), "unmatched", req.method, start, nullptr);
+        HttpResponse r = json_response(405, error_json("invalid_request_error", "method_not_allowed",
+                                                        "method " + req.method + " not allowed here", ""));
+        r.headers.emplace_back("Allow", allow);
+        return respond(std::move(r));
+      }
+      Respond respond = wrap(std::move(raw), "unmatched", req.method.size() <= 10 ? req.method : "other", start, nullptr);
+      return respond(json_response(404, error_json("invalid_request_error", "route_not_found",
+                                                    "no such route: " + req.path, "")));
+    }
+
+    const RouteDef& route = *found;
+    switch (route.id) {
+      case RouteId::healthz:
+        return wrap(std::move(raw), route.path, req.method, start, nullptr)(json_response(200, R"({"status":"ok"})"));
+      case RouteId::readyz: {
+        bool ok = ready.load() && !draining.load();
+        return wrap(std::move(raw), route.path, req.method, start, nullptr)(
+            json_response(ok ? 200 : 503, ok ? R"({"status":"ready"})" : R"({"status":"not_ready"})"));
+      }
+      case RouteId::metrics: {
+        HttpResponse r = json_response(200, metrics::registry().render());
+        r.content_type = "text/plain; version=0.0.4";
+        return wrap(std::move(raw), route.path, req.method, start, nullptr)(std::move(r));
+      }
+      default:
+        break;
+    }
+
+    auto extra = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+    Respond respond = wrap(std::move(raw), route.path, req.method, start, extra);
+    if (draining.load())
+      return fail(respond, Error::unavailable("draining", "the server is shutting down; retry on another instance"));
+
+    auto token = bearer_token(req.header("Authorization"));
+    if (!token) return fail(respond, {ErrorKind::unauthorized, "unauthorized", "missing or malformed API key", {}, false});
+
+    Ctx ctx;
+    ctx.param = std::move(param);
+    if (route.auth == AuthKind::admin) {
+      if (cfg.admin_key.empty() || !constant_time_equals(*token, cfg.admin_key))
+        return fail(respond, {ErrorKind::unauthorized, "unauthorized", "admin key required", {}, false});
+    } else {
+      std::string hash = sha256_hex(*token);
+      auto m = authenticate(hash);
+      if (!m) return fail(respond, m.error());
+      if (!m.value()) return fail(respond, {ErrorKind::unauthorized, "unauthorized", "unknown API key", {}, false});
+      ctx.merchant = std::move(*m.value());
+      // Rate limit per API key.
+      double rate = ctx.merchant.rate_limit_per_s > 0 ? ctx.merchant.rate_limit_per_s : cfg.default_rate_per_s;
+      int64_t burst = ctx.merchant.rate_limit_burst > 0 ? ctx.merchant.rate_limit_burst : cfg.default_burst;
+      auto dec = d.rate_limiter.take("key:" + hash, rate, burst, d.clock.now_ms());
+      if (dec) {
+        extra->emplace_back("RateLimit-Limit", std::to_string(dec->limit));
+        extra->emplace_back("RateLimit-Remaining", std::to_string(dec->remaining));
+        extra->emplace_back("RateLimit-Reset", std::to_string(dec->reset_s));
+        if (!dec->allowed) {
+          limited.inc();
+          HttpResponse r = json_response(429, error_json("rate_limit_error", "rate_limited",
+                                                          "too many requests; retry after the Retry-After delay", ""));
+          r.headers.emplace_back("Retry-After", std::to_string(std::max<int64_t>(1, dec->retry_after_s)));
+          return respond(std::move(r));
+        }
+      } else {
+        log::warn("rate limiter failed; allowing request", {{"error", dec.error().message}});
+      }
+    }
+
+    if (req.method == "POST") {
+      bool needs_body = route.id == RouteId::merchants_create || route.id == RouteId::payments_create ||
+                        route.id == RouteId::endpoints_create;
+      bool has_body = !req.body.empty();
+      if ((needs_body || has_body) && !is_json_content_type(req.header("Content-Type")))
+        return fail(respond, {ErrorKind::unsupported_media, "unsupported_media_type",
+                              "Content-Type must be application/json", {}, false});
+    }
+
+    switch (route.id) {
+      case RouteId::merchants_create: return create_merchant(req, respond);
+      case RouteId::payments_create: return create_payment(ctx, req, respond);
+      case RouteId::payments_list: return list_payments(ctx, req, respond);
+      case RouteId::payments_get: return get_payment(ctx, respond);
+      case RouteId::refunds_create: return create_refund(ctx, req, respond);
+      case RouteId::refunds_get: return get_refund(ctx, respond);
+      case RouteId::balance_get: return balance(ctx, req, respond);
+      case RouteId::ledger_entries: return ledger_entries(ctx, req, respond);
+      case RouteId::endpoints_create: return create_endpoint(ctx, req, respond);
+      case RouteId::endpoints_list: return list_endpoints(ctx, req, respond);
+      case RouteId::endpoints_get: return get_endpoint(ctx, respond);
+      case RouteId::endpoints_delete: return delete_endpoint(ctx, respond);
+      case RouteId::events_list: return list_events(ctx, req, respond);
+      case RouteId::events_get: return get_event(ctx, respond);
+      case RouteId::events_redeliver: return redeliver(ctx, respond);
+      default: return fail(respond, Error::not_found("no such route"));
+    }
+  }
+
+  // ---- auth ---------------------------------------------------------------------------
+  Result<std::optional<Merchant>> authenticate(const std::string& hash) {
+    auto now = std::chrono::steady_clock::now();
+    {
+      std::shared_lock lk(auth_mu);
+      auto it = auth.find(hash);
+      if (it != auth.end()) return std::optional<Merchant>(it->second);
+      auto neg = unknown_keys.find(hash);
+      if (neg != unknown_keys.end() && neg->second > now) return std::optional<Merchant>();
+    }
+    auto m = d.merchants.find_merchant_by_key_hash(hash);
+    if (!m) return m.error();
+    if (m.value()) {
+      remember(*m.value());
+    } else {
+      std::unique_lock lk(auth_mu);
+      if (unknown_keys.size() >= kMaxUnknownKeys) unknown_keys.clear();
+      unknown_keys[hash] = now + kUnknownKeyTtl;
+    }
+    return m;
+  }
+  void remember(const Merchant& m) {
+    std::unique_lock lk(auth_mu);
+    if (auth.size() >= kMaxAuthCache) auth.clear();  // bounded; refilled from the store on miss
+    auth[m.api_key_hash] = m;
+    unknown_keys.erase(m.api_key_hash);
+  }
+
+  // ---- merchants ----------------------------------------------------------------------
+  void create_merchant(const HttpRequest& req, const Respond& respond) {
+    auto in = parse_merchant_request(req.body, cfg.json_max_depth);
+    if (!in) return fail(respond, in.error());
+    Merchant m;
+    m.id = random_token("mer_", 12);
+    m.name = in->name;
+    std::string api_key = random_token("sk_", 24);
+    m.api_key_hash = sha256_hex(api_key);
+    m.rate_limit_per_s = in->rate_per_s;
+    m.rate_limit_burst = in->burst;
+    m.created_ms = d.clock.now_ms();
+    if (auto r = d.merchants.create_merchant(m); !r) return fail(respond, r.error());
+    remember(m);
+    respond_merchant_created(m, api_key, respond);
+  }
+  static void respond_merchant_created(const Merchant& m, const std::string& api_key, const Respond& respond);
+
+  // ---- payments -----------------------------------------------------------------------
+  std::string traceparent_of(const HttpRequest& req) {
+    auto tp = req.header("traceparent");
+    if (tp && valid_traceparent(*tp)) return std::string(*tp);
+    return log::new_traceparent();
+  }
+
+  static HttpResponse replay(const IdempotencyRecord& rec) {
+    idem_counter("replayed").inc();
+    HttpResponse r = json_response(rec.http_status, rec.response_body);
+    r.headers.emplace_back("Idempotent-Replayed", "true");
+    return r;
+  }
+  static HttpResponse mismatch() {
+    idem_counter("mismatch").inc();
+    return json_response(422, error_json("idempotency_error", "idempotency_key_mismatch",
+                                         "this Idempotency-Key was used with a different request", ""));
+  }
+  static HttpResponse in_use() {
+    idem_counter("in_use").inc();
+    return json_response(409, error_json("idempotency_error", "idempotency_key_in_use",
+                                         "a request with this Idempotency-Key is still in flight", ""));
+  }
+
+  // Steps shared by payments and refunds: key check, fast cache, durable check.
+  // Returns true when the caller owns the key and should go on; otherwise it answered.
+  bool begin_idempotent(const std::string& merchant_id, const std::string& key, const std::string& fp,
+                        const Respond& respond) {
+    auto b = d.idempotency.begin(merchant_id, key, fp, d.clock.now_ms());
+    if (b) {
+      if (b->state == IdempotencyCache::State::in_flight) {
+        respond(b->fingerprint == fp ? in_use() : mismatch());
+        return false;
+      }
+      if (b->state == IdempotencyCache::State::done) {
+        if (b->fingerprint == fp && b->record) respond(replay(*b->record));
+        else respond(mismatch());
+        return false;
+      }
+    } else {
+      log::warn("idempotency cache failed; using the durable store", {{"error", b.error().message}});
+    }
+    auto durable = d.intake.find_idempotency(merchant_id, key);
+    if (!durable) {
+      d.idempotency.abandon(merchant_id, key);
+      fail(respond, durable.error());
+      return false;
+    }
+    if (durable.value()) {
+      const IdempotencyRecord& rec = *durable.value();
+      d.idempotency.finish(rec, d.clock.now_ms());
+      respond(rec.fingerprint == fp ? replay(rec) : mismatch());
+      return false;
+    }
+    return true;
+  }
+
+  void create_payment(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    auto key = validate_idempotency_key(req.header("Idempotency-Key"));
+    if (!key) return fail(respond, key.error());
+    const std::string& mid = ctx.merchant.id;
+    std::string fp = request_fingerprint(req.method, req.path, req.body);
+    if (!begin_idempotent(mid, *key, fp, respond)) return;
+
+    auto in = parse_payment_request(req.body, cfg.max_amount_minor, cfg.json_max_depth);
+    if (!in) {
+      d.idempotency.abandon(mid, *key);
+      return fail(respond, in.error());
+    }
+    int64_t now = d.clock.now_ms();
+    Payment p;
+    p.id = payment_id_for(mid, *key);
+    p.merchant_id = mid;
+    p.idempotency_key = *key;
+    p.amount_minor = in->amount_minor;
+    p.currency = in->currency;
+    p.source = in->source;
+    p.description = in->description;
+    p.metadata = in->metadata;
+    p.status = PaymentStatus::processing;
+    p.created_ms = now;
+    p.updated_ms = now;
+    std::string tp = traceparent_of(req);
+    AcceptPayment cmd;
+    cmd.initiated = make_payment_event(p, event_types::payment_initiated, kGatewaySource, now, tp);
+    cmd.record = IdempotencyRecord{mid, *key, fp, 202, payment_json(p), p.id, now};
+    cmd.payment = p;
+    std::string body_202 = cmd.record.response_body;
+
+    std::optional<int64_t> wait_ms = parse_prefer_wait(req.header("Prefer"));
+    int64_t wait = wait_ms ? std::min<int64_t>(*wait_ms, cfg.max_wait_ms) : 0;
+    std::string k = *key;
+    d.intake.accept_payment(std::move(cmd), [this, respond, mid, k, fp, pid = p.id, tp, wait,
+                                             body_202](Result<AcceptOutcome> r) {
+      if (!r) {
+        d.idempotency.abandon(mid, k);
+        return fail(respond, r.error());
+      }
+      if (!r->created) {
+        d.idempotency.finish(r->record, d.clock.now_ms());
+        return respond(r->record.fingerprint == fp ? replay(r->record) : mismatch());
+      }
+      IdempotencyRecord rec = r->record;
+      if (rec.response_body.empty()) rec = IdempotencyRecord{mid, k, fp, 202, body_202, pid, d.clock.now_ms()};
+      d.idempotency.finish(rec, d.clock.now_ms());
+      idem_counter("new").inc();
+      accepted.inc();
+      log::info("payment accepted", {{"payment_id", pid}, {"merchant_id", mid}, {"trace_id", log::trace_id_of(tp)}});
+      if (wait > 0) return park(pid, mid, k, fp, wait, respond, rec.response_body);
+      respond(json_response(202, rec.response_body));
+    });
+  }
+
+  // ---- Prefer: wait -------------------------------------------------------------------
+  void park(const std::string& pid, const std::string& mid, const std::string& key, const std::string& fp,
+            int64_t wait_ms,
+            const Respond& respond, const std::string& body_202) {
+    {
+      std::lock_guard lk(wmu);
+      if (waiters.size() >= cfg.max_waiters || wstop || draining.load()) {
+        respond(json_response(202, body_202));
+        return;
+      }
+      waiters.emplace(pid, Waiter{mid, key, fp, std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms),
+                                  respond, body_202});
+      ready_ids.push_back(pid);  // first check: the payment may already be terminal
+    }
+    wcv.notify_all();
+  }
+
+  // Draining: every parked request gets its 202 now (the payment is durable), so a
+  // graceful shutdown does not wait for Prefer: wait timeouts.
+  void flush_waiters() {
+    std::vector<Waiter> rest;
+    {
+      std::lock_guard lk(wmu);
+      for (auto& [id, w] : waiters) rest.push_back(std::move(w));
+      waiters.clear();
+    }
+    for (auto& w : rest) w.respond(json_response(202, w.body_202));
+  }
+
+  void notify(const std::vector<std::string>& ids) {
+    bool any = false;
+    {
+      std::lock_guard lk(wmu);
+      for (const auto& id : ids)
+        if (waiters.count(id)) {
+          ready_ids.push_back(id);
+          any = true;
+        }
+    }
+    if (any) wcv.notify_all();
+  }
+
+  void wait_loop() {
+    std::unique_lock lk(wmu);
+    while (true) {
+      if (wstop) break;
+      if (ready_ids.empty()) {
+        auto next = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        for (const auto& [id, w] : waiters) next = std::min(next, w.deadline);
+        wcv.wait_until(lk, next, [&] { return wstop || !ready_ids.empty(); });
+        if (wstop) break;
+      }
+      std::deque<std::string> ids;
+      ids.swap(ready_ids);
+      std::vector<Waiter> expired;
+      auto now = std::chrono::steady_clock::now();
+      for (auto it = waiters.begin(); it != waiters.end();) {
+        if (it->second.deadline <= now) {
+          expired.push_back(std::move(it->second));
+          it = waiters.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      lk.unlock();
+      for (auto& w : expired) w.respond(json_response(202, w.body_202));
+      for (const auto& id : ids) check_terminal(id);
+      lk.lock();
+    }
+    // Shutting down: everyone still waiting gets the 202 (the payment is durable).
+    std::vector<Waiter> rest;
+    for (auto& [id, w] : waiters) rest.push_back(std::move(w));
+    waiters.clear();
+    lk.unlock();
+    for (auto& w : rest) w.respond(json_response(202, w.body_202));
+  }
+
+  void check_terminal(const std::string& pid) {
+    std::string mid;
+    {
+      std::lock_guard lk(wmu);
+      auto it = waiters.find(pid);
+      if (it == waiters.end()) return;
+      mid = it->second.merchant_id;
+    }
+    auto p = d.payments.get_payment(mid, pid);
+    if (!p || !p.value() || p.value()->status == PaymentStatus::processing) return;
+    std::vector<Waiter> done;
+    {
+      std::lock_guard lk(wmu);
+      auto [b, e] = waiters.equal_range(pid);
+      for (auto it = b; it != e; ++it) done.push_back(std::move(it->second));
+      waiters.erase(b, e);
+    }
+    std::string body = payment_json(*p.value());
+    for (auto& w : done) {
+      auto cached = std::make_shared<Waiter>(std::move(w));
+      d.intake.update_idempotent_response(
+          cached->merchant_id, cached->key, 201, body, [this, cached, body, pid](Result<void> r) {
+            if (r) {
+              d.idempotency.finish(IdempotencyRecord{cached->merchant_id, cached->key, cached->fingerprint, 201,
+                                                     body, pid, d.clock.now_ms()},
+                                   d.clock.now_ms());
+            } else {
+              log::warn("could not store the 201 for replays", {{"payment_id", pid}, {"error", r.error().message}});
+            }
+            cached->respond(json_response(201, body));
+          });
+    }
+  }
+
+  // ---- refunds ------------------------------------------------------------------------
+  void create_refund(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    auto key = validate_idempotency_key(req.header("Idempotency-Key"));
+    if (!key) return fail(respond, key.error());
+    const std::string& mid = ctx.merchant.id;
+    std::string fp = request_fingerprint(req.method, req.path, req.body);
+    if (!begin_idempotent(mid, *key, fp, respond)) return;
+    auto in = parse_refund_request(req.body, cfg.max_amount_minor, cfg.json_max_depth);
+    if (!in) {
+      d.idempotency.abandon(mid, *key);
+      return fail(respond, in.error());
+    }
+    auto pay = d.payments.get_payment(mid, ctx.param);
+    if (!pay || !pay.value()) {
+      d.idempotency.abandon(mid, *key);
+      return fail(respond, pay ? Error::not_found("no such payment: " + ctx.param) : pay.error());
+    }
+    const Payment& p = *pay.value();
+    if (p.status != PaymentStatus::succeeded) {
+      d.idempotency.abandon(mid, *key);
+      return fail(respond, Error::unprocessable("payment_not_succeeded", "only a succeeded payment can be refunded"));
+    }
+    if (in->amount_minor > 0 && in->amount_minor > p.amount_minor - p.amount_refunded_minor) {
+      d.idempotency.abandon(mid, *key);
+      return fail(respond, Error::unprocessable("amount_exceeds_refundable",
+                                                "amount exceeds what is left to refund", "amount"));
+    }
+    int64_t now = d.clock.now_ms();
+    Refund rf;
+    rf.id = refund_id_for(mid, *key);
+    rf.payment_id = p.id;
+    rf.merchant_id = mid;
+    rf.idempotency_key = *key;
+    rf.amount_minor = in->amount_minor;  // 0 = all refundable, resolved by the store
+    rf.currency = p.currency;
+    rf.status = RefundStatus::processing;
+    rf.created_ms = now;
+    rf.updated_ms = now;
+    std::string tp = traceparent_of(req);
+    AcceptRefund cmd;
+    cmd.refund = rf;
+    cmd.requested = make_refund_event(rf, event_types::refund_requested, kGatewaySource, now, tp);
+    cmd.record = IdempotencyRecord{mid, *key, fp, 202, refund_json(rf), rf.id, now};
+    cmd.render = [](const Refund& r) { return refund_json(r); };
+    std::string k = *key;
+    std::string fallback = cmd.record.response_body;
+    d.intake.accept_refund(std::move(cmd), [this, respond, mid, k, fp, fallback](Result<AcceptOutcome> r) {
+      if (!r) {
+        d.idempotency.abandon(mid, k);
+        return fail(respond, r.error());
+      }
+      if (!r->created) {
+        d.idempotency.finish(r->record, d.clock.now_ms());
+        return respond(r->record.fingerprint == fp ? replay(r->record) : mismatch());
+      }
+      IdempotencyRecord rec = r->record;
+      if (rec.response_body.empty()) {
+        rec.merchant_id = mid; rec.key = k; rec.fingerprint = fp; rec.http_status = 202; rec.response_body = fallback;
+      }
+      d.idempotency.finish(rec, d.clock.now_ms());
+      idem_counter("new").inc();
+      respond(json_response(202, rec.response_body));
+    });
+  }
+
+  // ---- reads --------------------------------------------------------------------------
+  void get_payment(const Ctx& ctx, const Respond& respond) {
+    auto p = d.payments.get_payment(ctx.merchant.id, ctx.param);
+    if (!p) return fail(respond, p.error());
+    if (!p.value()) return fail(respond, Error::not_found("no such payment: " + ctx.param));
+    respond(json_response(200, payment_json(*p.value())));
+  }
+
+  void list_payments(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    if (auto r = check_query_params(req.query, {"status", "limit", "starting_after"}); !r) return fail(respond, r.error());
+    std::optional<PaymentStatus> status;
+    if (auto it = req.query.find("status"); it != req.query.end()) {
+      status = parse_payment_status(it->second);
+      if (!status) return fail(respond, Error::invalid("parameter_invalid", "status must be processing, succeeded or failed", "status"));
+    }
+    auto page = parse_page(req.query);
+    if (!page) return fail(respond, page.error());
+    auto list = d.payments.list_payments(ctx.merchant.id, status, *page);
+    if (!list) return fail(respond, list.error());
+    std::vector<std::string> items;
+    for (const auto& p : list.value()) items.push_back(payment_json(p));
+    bool more = false;
+    if (!list->empty() && int(list->size()) >= page->limit) {
+      auto next = d.payments.list_payments(ctx.merchant.id, status, Page{1, list->back().id});
+      more = next && !next->empty();
+    }
+    respond(json_response(200, list_json(items, more)));
+  }
+
+  void get_refund(const Ctx& ctx, const Respond& respond) {
+    auto r = d.payments.get_refund(ctx.merchant.id, ctx.param);
+    if (!r) return fail(respond, r.error());
+    if (!r.value()) return fail(respond, Error::not_found("no such refund: " + ctx.param));
+    respond(json_response(200, refund_json(*r.value())));
+  }
+
+  void balance(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    if (auto r = check_query_params(req.query, {}); !r) return fail(respond, r.error());
+    auto b = d.payments.balances(ctx.merchant.id);
+    if (!b) return fail(respond, b.error());
+    std::string s = R"({"object":"balance","available":[)";
+    for (size_t i = 0; i < b->size(); ++i) {
+      if (i) s += ',';
+      s += R"({"currency":")" + (*b)[i].currency + R"(","amount":)" + std::to_string((*b)[i].available_minor) + "}";
+    }
+    s += "]}";
+    respond(json_response(200, s));
+  }
+
+  void ledger_entries(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    if (auto r = check_query_params(req.query, {"payment_id"}); !r) return fail(respond, r.error());
+    auto it = req.query.find("payment_id");
+    if (it == req.query.end() || it->second.empty())
+      return fail(respond, Error::invalid("parameter_missing", "missing required parameter: payment_id", "payment_id"));
+    auto p = d.payments.get_payment(ctx.merchant.id, it->second);
+    if (!p) return fail(respond, p.error());
+    if (!p.value()) return fail(respond, Error::not_found("no such payment: " + it->second));
+    auto es = d.payments.entries_for_payment(ctx.merchant.id, it->second);
+    if (!es) return fail(respond, es.error());
+    std::vector<std::string> items;
+    for (const auto& e : es.value()) items.push_back(journal_entry_json(e));
+    respond(json_response(200, list_json(items, false)));
+  }
+
+  // ---- webhook endpoints --------------------------------------------------------------
+  void create_endpoint(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    auto in = parse_endpoint_request(req.body, cfg.json_max_depth);
+    if (!in) return fail(respond, in.error());
+    WebhookEndpoint e;
+    e.id = random_token("we_", 12);
+    e.merchant_id = ctx.merchant.id;
+    e.url = in->url;
+    e.secret = "whsec_" + base64_encode(random_bytes(32));
+    e.enabled_events = in->enabled_events;
+    e.created_ms = d.clock.now_ms();
+    if (auto r = d.endpoints.create_endpoint(e); !r) return fail(respond, r.error());
+    respond(json_response(201, endpoint_json(e, true)));
+  }
+  void list_endpoints(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    if (auto r = check_query_params(req.query, {}); !r) return fail(respond, r.error());
+    auto l = d.endpoints.list_endpoints(ctx.merchant.id);
+    if (!l) return fail(respond, l.error());
+    std::vector<std::string> items;
+    for (const auto& e : l.value()) items.push_back(endpoint_json(e, false));
+    respond(json_response(200, list_json(items, false)));
+  }
+  void get_endpoint(const Ctx& ctx, const Respond& respond) {
+    auto e = d.endpoints.get_endpoint(ctx.merchant.id, ctx.param);
+    if (!e) return fail(respond, e.error());
+    if (!e.value()) return fail(respond, Error::not_found("no such webhook endpoint: " + ctx.param));
+    respond(json_response(200, endpoint_json(*e.value(), false)));
+  }
+  void delete_endpoint(const Ctx& ctx, const Respond& respond) {
+    auto r = d.endpoints.delete_endpoint(ctx.merchant.id, ctx.param);
+    if (!r) return fail(respond, r.error());
+    if (!r.value()) return fail(respond, Error::not_found("no such webhook endpoint: " + ctx.param));
+    respond(json_response(200, R"({"id":")" + ctx.param + R"(","object":"webhook_endpoint","deleted":true})"));
+  }
+
+  // ---- events -------------------------------------------------------------------------
+  void list_events(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    if (auto r = check_query_params(req.query, {"limit", "starting_after"}); !r) return fail(respond, r.error());
+    auto page = parse_page(req.query);
+    if (!page) return fail(respond, page.error());
+    auto l = d.events.list_events(ctx.merchant.id, *page);
+    if (!l) return fail(respond, l.error());
+    std::vector<std::string> items;
+    for (const auto& e : l.value()) items.push_back(merchant_event_json(e));
+    bool more = false;
+    if (!l->empty() && int(l->size()) >= page->limit) {
+      auto next = d.events.list_events(ctx.merchant.id, Page{1, l->back().id});
+      more = next && !next->empty();
+    }
+    respond(json_response(200, list_json(items, more)));
+  }
+  void get_event(const Ctx& ctx, const Respond& respond) {
+    auto e = d.events.get_event(ctx.merchant.id, ctx.param);
+    if (!e) return fail(respond, e.error());
+    if (!e.value()) return fail(respond, Error::not_found("no such event: " + ctx.param));
+    respond(json_response(200, merchant_event_json(*e.value())));
+  }
+  void redeliver(const Ctx& ctx, const Respond& respond) {
+    auto r = d.deliveries.redeliver(ctx.merchant.id, ctx.param, d.clock.now_ms());
+    if (!r) return fail(respond, r.error());
+    if (!r.value()) return fail(respond, Error::not_found("no such event: " + ctx.param));
+    respond(json_response(202, R"({"id":")" + ctx.param + R"(","object":"event","redelivery":"scheduled"})"));
+  }
+};
+
+void Api::Impl::respond_merchant_created(const Merchant& m, const std::string& api_key, const Respond& respond) {
+  // Built by hand from validated strings: id/api_key are hex, the name is JSON-escaped.
+  std::string name;
+  for (unsigned char c : m.name) {
+    if (c == '"' || c == '\\') { name += '\\'; name += char(c); }
+    else if (c < 0x20) { char buf[8]; std::snprintf(buf, sizeof buf, "\\u%04x", c); name += buf; }
+    else name += char(c);
+  }
+  respond(json_response(201, R"({"id":")" + m.id + R"(","object":"merchant","name":")" + name +
+                                 R"(","api_key":")" + api_key + R"(","created":)" + std::to_string(m.created_ms) + "}"));
+}
+
+Api::Api(ApiDeps deps, ApiConfig config) : impl_(std::make_unique<Impl>(deps, std::move(config))) {}
+Api::~Api() = default;
+
+Result<void> Api::warm() {
+  auto all = impl_->d.merchants.all_merchants();
+  if (!all) return all.error();
+  for (const auto& m : all.value()) impl_->remember(m);
+  return ok();
+}
+
+void Api::handle(HttpRequest req, Respond respond) {
+  // The Respond is shared so an exception after it was handed on can still answer once.
+  auto once = std::make_shared<std::atomic<bool>>(false);
+  auto shared = std::make_shared<Respond>(std::move(respond));
+  Respond guarded = [once, shared](HttpResponse r) {
+    if (!once->exchange(true)) (*shared)(std::move(r));
+  };
+  try {
+    impl_->handle(std::move(req), guarded);
+  } catch (const std::exception& e) {
+    log::error("api handler threw", {{"error", e.what()}});
+    guarded(json_response(500, error_json("api_error", "internal_error", "internal error", "")));
+  } catch (...) {
+    guarded(json_response(500, error_json("api_error", "internal_error", "internal error", "")));
+  }
+}
+
+void Api::set_ready(bool r) { impl_->ready = r; }
+void Api::set_draining(bool d) {
+  impl_->draining = d;
+  if (d) impl_->flush_waiters();
+}
+void Api::notify_terminal(const std::vector<std::string>& ids) { impl_->notify(ids); }
+size_t Api::waiting() const {
+  std::lock_guard lk(impl_->wmu);
+  return impl_->waiters.size();
+}
+
+const std::vector<RouteSpec>& Api::routes() {
+  static const std::vector<RouteSpec> r = [] {
+    std::vector<RouteSpec> out;
+    for (const auto& d : route_table()) out.push_back({d.method, d.path});
+    return out;
+  }();
+  return r;
+}
+
+}  // namespace ps

@@ -1,0 +1,74 @@
+// The HTTP API of paystream (docs/API.md, SPEC §3): routing, authentication, rate
+// limiting, idempotency, validation and the JSON answers. Transport-neutral: the HTTP
+// server adapter hands it HttpRequest values and a Respond callback.
+// Thread-safety: handle() may be called concurrently from any number of threads; it never
+// blocks on a timer and never throws. Store callbacks and the Prefer-wait thread may call
+// Respond from their own threads.
+// Lifetime: the ports in ApiDeps must outlive the Api, and the Api must outlive every
+// pending store callback (stop the HTTP server and the stores first). ~Api answers the
+// requests still waiting on Prefer: wait with their 202.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "api/http_types.hpp"
+#include "common/result.hpp"
+#include "ports/clock.hpp"
+#include "ports/fast_state.hpp"
+#include "ports/stores.hpp"
+
+namespace ps {
+
+struct ApiConfig {
+  std::string admin_key;                     // empty: admin routes always answer 401
+  int64_t max_amount_minor = 99'999'999'999;
+  double default_rate_per_s = 1000;
+  int64_t default_burst = 2000;
+  int max_wait_ms = 30000;                   // cap of Prefer: wait
+  int json_max_depth = 32;
+  size_t max_waiters = 10000;                // Prefer: wait requests parked at once; beyond: 202 now
+};
+
+struct ApiDeps {
+  IntakeStore& intake;
+  PaymentQueries& payments;
+  MerchantStore& merchants;
+  EndpointStore& endpoints;
+  EventQueries& events;
+  DeliveryStore& deliveries;
+  IdempotencyCache& idempotency;
+  RateLimiter& rate_limiter;
+  const Clock& clock;
+};
+
+struct RouteSpec {
+  std::string method;  // "GET", "POST", "DELETE"
+  std::string path;    // template, e.g. "/v1/payments/{id}"
+};
+
+class Api {
+ public:
+  Api(ApiDeps deps, ApiConfig config);
+  ~Api();
+  Api(const Api&) = delete;
+  Api& operator=(const Api&) = delete;
+
+  Result<void> warm();                       // loads the auth cache from MerchantStore::all_merchants
+  void handle(HttpRequest req, Respond respond);
+  void set_ready(bool ready);
+  void set_draining(bool draining);          // /v1 requests answer 503 "draining"; /readyz 503;
+                                             // requests parked on Prefer: wait get their 202 now
+  void notify_terminal(const std::vector<std::string>& payment_ids);  // wakes Prefer: wait waiters
+  size_t waiting() const;                    // requests parked on Prefer: wait
+
+  static const std::vector<RouteSpec>& routes();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ps

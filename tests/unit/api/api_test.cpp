@@ -1,0 +1,559 @@
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "common/metrics.hpp"
+#include "domain/event.hpp"
+#include "domain/ids.hpp"
+#include "domain/json_codec.hpp"
+#include "unit/api/harness.hpp"
+
+using namespace ps;
+using namespace ps::testing;
+using namespace std::chrono_literals;
+
+namespace {
+double metric_value(const std::string& line_prefix) {
+  std::string text = metrics::registry().render();
+  auto pos = text.find("\n" + line_prefix + " ");
+  if (pos == std::string::npos) return 0;
+  return std::stod(text.substr(pos + line_prefix.size() + 2));
+}
+}  // namespace
+
+TEST(ApiRouting, NotFoundMethodNotAllowedAndProbes) {
+  Harness h;
+  auto r = h.call("GET", "/v2/nothing");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(err_code(r), "route_not_found");
+  r = h.call("PUT", "/v1/payments");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(err_code(r), "method_not_allowed");
+  EXPECT_EQ(hdr(r, "Allow"), "POST, GET");
+  r = h.call("PATCH", "/v1/webhook_endpoints/we_1");
+  EXPECT_EQ(hdr(r, "Allow"), "GET, DELETE");
+  r = h.call("GET", "/v1/payments/");
+  EXPECT_EQ(r.status, 404);
+
+  EXPECT_EQ(h.call("GET", "/healthz").body, R"({"status":"ok"})");
+  EXPECT_EQ(h.call("GET", "/readyz").status, 200);
+  h.api->set_ready(false);
+  r = h.call("GET", "/readyz");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.body, R"({"status":"not_ready"})");
+  h.api->set_ready(true);
+  h.api->set_draining(true);
+  EXPECT_EQ(h.call("GET", "/readyz").status, 503);
+  EXPECT_EQ(h.call("GET", "/healthz").status, 200);
+  r = h.call("GET", "/v1/balance", "", Harness::auth("sk_whatever"));
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(err_code(r), "draining");
+  h.api->set_draining(false);
+
+  r = h.call("GET", "/metrics");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "text/plain; version=0.0.4");
+  EXPECT_NE(r.body.find("paystream_http_requests_total"), std::string::npos);
+}
+
+TEST(ApiAuth, KeysAdminAndMerchantCreate) {
+  Harness h;
+  auto r = h.call("GET", "/v1/balance");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(err_code(r), "unauthorized");
+  EXPECT_EQ(std::string(J(r.body).at("error").at("type").as_string()), "authentication_error");
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_unknown")).status, 401);
+
+  // Admin route: wrong key, and a merchant key, are refused.
+  EXPECT_EQ(h.call("POST", "/v1/merchants", R"({"name":"x"})", Harness::auth("nope")).status, 401);
+  std::string id;
+  std::string key = h.merchant("Acme", &id);
+  int lookups = h.s.key_hash_lookups;
+  EXPECT_EQ(h.call("POST", "/v1/merchants", R"({"name":"x"})", Harness::auth(key)).status, 401);
+  EXPECT_EQ(key.size(), 3u + 48u);
+  EXPECT_EQ(key.rfind("sk_", 0), 0u);
+  EXPECT_EQ(id.rfind("mer_", 0), 0u);
+  // Only the hash is stored.
+  ASSERT_EQ(h.s.merchants_by_hash.count(sha256_hex(key)), 1u);
+  EXPECT_EQ(h.s.merchants_by_hash[sha256_hex(key)].id, id);
+  // Write-through: no store lookup needed for the new key.
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth(key)).status, 200);
+  EXPECT_EQ(h.s.key_hash_lookups, lookups);
+}
+
+TEST(ApiAuth, NoAdminKeyConfiguredRefusesAdmin) {
+  ApiConfig c = test_config();
+  c.admin_key.clear();
+  Harness h(c);
+  EXPECT_EQ(h.call("POST", "/v1/merchants", R"({"name":"x"})", Harness::auth("")).status, 401);
+}
+
+TEST(ApiAuth, WarmAndStoreFallback) {
+  Harness h;
+  Merchant m{"mer_warm", "Warm", sha256_hex("sk_warm"), 0, 0, 1};
+  Merchant late{"mer_late", "Late", sha256_hex("sk_late"), 0, 0, 1};
+  ASSERT_TRUE(h.s.create_merchant(m).ok());
+  ASSERT_TRUE(h.api->warm().ok());
+  ASSERT_TRUE(h.s.create_merchant(late).ok());
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_warm")).status, 200);
+  EXPECT_EQ(h.s.key_hash_lookups, 0);
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_late")).status, 200);
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_late")).status, 200);
+  EXPECT_EQ(h.s.key_hash_lookups, 1);  // miss once, then cached
+  // Unknown keys are remembered briefly: a burst of bogus keys costs one lookup each.
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_bogus")).status, 401);
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_bogus")).status, 401);
+  EXPECT_EQ(h.s.key_hash_lookups, 2);
+}
+
+TEST(ApiPayments, CreateAnswers202AndStoresPaymentEventRecord) {
+  Harness h;
+  std::string mid;
+  std::string key = h.merchant("Acme", &mid);
+  double before = metric_value("paystream_payments_accepted_total");
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  auto r = h.pay(key, "order-1", R"({"amount":1000,"currency":"EUR","source":"tok_approve","metadata":{"o":"1"}})",
+                 {{"traceparent", tp}});
+  ASSERT_EQ(r.status, 202) << r.body;
+  auto v = J(r.body);
+  EXPECT_EQ(v.at("id").as_string(), payment_id_for(mid, "order-1"));
+  EXPECT_EQ(v.at("object").as_string(), "payment");
+  EXPECT_EQ(v.at("status").as_string(), "processing");
+  EXPECT_EQ(v.at("amount").as_int64(), 1000);
+  EXPECT_TRUE(v.at("failure_code").is_null());
+  EXPECT_EQ(v.at("created").as_int64(), h.clock.now_ms());
+  EXPECT_TRUE(hdr(r, "RateLimit-Limit").has_value());
+  ASSERT_EQ(h.s.events_out.size(), 1u);
+  const Event& e = h.s.events_out[0];
+  EXPECT_EQ(e.type, event_types::payment_initiated);
+  EXPECT_EQ(e.source, "/paystream/gateway");
+  EXPECT_EQ(e.traceparent, tp);
+  EXPECT_EQ(e.key, v.at("id").as_string());
+  auto rec = h.s.idem.at({mid, "order-1"});
+  EXPECT_EQ(rec.http_status, 202);
+  EXPECT_EQ(rec.response_body, r.body);
+  EXPECT_EQ(metric_value("paystream_payments_accepted_total"), before + 1);
+
+  // Without a traceparent one is generated.
+  ASSERT_EQ(h.pay(key, "order-2", kPayBody).status, 202);
+  EXPECT_EQ(h.s.events_out.back().traceparent.size(), 55u);
+}
+
+TEST(ApiPayments, UnsupportedMediaTypeAndMissingKey) {
+  Harness h;
+  std::string key = h.merchant();
+  auto r = h.call("POST", "/v1/payments", kPayBody, {{"Authorization", "Bearer " + key}, {"Idempotency-Key", "k"}});
+  EXPECT_EQ(r.status, 415);
+  EXPECT_EQ(err_code(r), "unsupported_media_type");
+  r = h.call("POST", "/v1/payments", kPayBody, Harness::auth(key));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(err_code(r), "idempotency_key_missing");
+  r = h.pay(key, std::string(256, 'x'), kPayBody);
+  EXPECT_EQ(err_code(r), "idempotency_key_invalid");
+  // application/json with a charset is fine.
+  r = h.call("POST", "/v1/payments", kPayBody,
+             {{"Authorization", "Bearer " + key}, {"Idempotency-Key", "k"}, {"content-type", "application/json; charset=utf-8"}});
+  EXPECT_EQ(r.status, 202);
+}
+
+TEST(ApiIdempotency, ReplayMismatchAndMetrics) {
+  Harness h;
+  std::string key = h.merchant();
+  double replayed = metric_value(R"(paystream_idempotency_total{outcome="replayed"})");
+  double mismatch = metric_value(R"(paystream_idempotency_total{outcome="mismatch"})");
+  auto first = h.pay(key, "k1", kPayBody);
+  ASSERT_EQ(first.status, 202);
+  h.clock.advance(5s);
+  auto again = h.pay(key, "k1", kPayBody);
+  EXPECT_EQ(again.status, 202);
+  EXPECT_EQ(again.body, first.body);  // byte for byte, despite the clock moving
+  EXPECT_EQ(hdr(again, "Idempotent-Replayed"), "true");
+  EXPECT_FALSE(hdr(first, "Idempotent-Replayed").has_value());
+  EXPECT_EQ(h.s.events_out.size(), 1u);
+
+  auto other = h.pay(key, "k1", R"({"amount":1001,"currency":"EUR","source":"tok_approve"})");
+  EXPECT_EQ(other.status, 422);
+  EXPECT_EQ(err_code(other), "idempotency_key_mismatch");
+  EXPECT_EQ(std::string(J(other.body).at("error").at("type").as_string()), "idempotency_error");
+  EXPECT_EQ(metric_value(R"(paystream_idempotency_total{outcome="replayed"})"), replayed + 1);
+  EXPECT_EQ(metric_value(R"(paystream_idempotency_total{outcome="mismatch"})"), mismatch + 1);
+}
+
+TEST(ApiIdempotency, SameKeyIsPerMerchant) {
+  Harness h;
+  std::string a_id, b_id;
+  std::string a = h.merchant("A", &a_id), b = h.merchant("B", &b_id);
+  auto ra = h.pay(a, "shared", kPayBody), rb = h.pay(b, "shared", kPayBody);
+  ASSERT_EQ(ra.status, 202);
+  ASSERT_EQ(rb.status, 202);
+  EXPECT_FALSE(hdr(rb, "Idempotent-Replayed").has_value());
+  EXPECT_NE(J(ra.body).at("id"), J(rb.body).at("id"));
+}
+
+TEST(ApiIdempotency, InFlightAnswers409) {
+  Harness h;
+  std::string key = h.merchant();
+  h.s.defer_accepts = true;
+  auto first = h.call_async("POST", "/v1/payments", kPayBody, Harness::auth(key, {{"Idempotency-Key", "k"}}));
+  auto second = h.pay(key, "k", kPayBody);
+  EXPECT_EQ(second.status, 409);
+  EXPECT_EQ(err_code(second), "idempotency_key_in_use");
+  auto third = h.pay(key, "k", R"({"amount":5,"currency":"EUR","source":"x"})");
+  EXPECT_EQ(third.status, 422);
+  h.s.release_deferred();
+  ASSERT_EQ(first.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(first.get().status, 202);
+  h.s.defer_accepts = false;
+  EXPECT_EQ(hdr(h.pay(key, "k", kPayBody), "Idempotent-Replayed"), "true");
+}
+
+TEST(ApiIdempotency, BadBodyLeavesKeyUnused) {
+  Harness h;
+  std::string key = h.merchant();
+  auto bad = h.pay(key, "fixme", R"({"amount":1.5,"currency":"EUR","source":"s"})");
+  EXPECT_EQ(bad.status, 400);
+  auto good = h.pay(key, "fixme", kPayBody);
+  EXPECT_EQ(good.status, 202);
+  EXPECT_FALSE(hdr(good, "Idempotent-Replayed").has_value());
+}
+
+TEST(ApiIdempotency, StoreFailureIs503AndAbandonsKey) {
+  Harness h;
+  std::string key = h.merchant();
+  h.s.fail_accept = true;
+  auto r = h.pay(key, "k", kPayBody);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(err_code(r), "unavailable");
+  h.s.fail_accept = false;
+  EXPECT_EQ(h.pay(key, "k", kPayBody).status, 202);
+  h.s.fail_find = true;
+  EXPECT_EQ(h.pay(key, "k-new", kPayBody).status, 503);
+  h.s.fail_find = false;
+  EXPECT_EQ(h.pay(key, "k-new", kPayBody).status, 202);
+}
+
+TEST(ApiIdempotency, LostCacheFallsBackToDurableRecord) {
+  Harness h;
+  std::string key = h.merchant();
+  auto first = h.pay(key, "k", kPayBody);
+  ASSERT_EQ(first.status, 202);
+  // A second API instance (fresh cache, e.g. after a restart) over the same store.
+  InMemoryIdempotencyCache fresh;
+  Api api2(ApiDeps{h.s, h.s, h.s, h.s, h.s, h.s, fresh, h.rl, h.clock}, test_config());
+  auto p = std::make_shared<std::promise<HttpResponse>>();
+  api2.handle(Harness::make("POST", "/v1/payments", kPayBody, Harness::auth(key, {{"Idempotency-Key", "k"}})),
+              [p](HttpResponse r) { p->set_value(std::move(r)); });
+  auto r = p->get_future().get();
+  EXPECT_EQ(r.status, 202);
+  EXPECT_EQ(r.body, first.body);
+  EXPECT_EQ(hdr(r, "Idempotent-Replayed"), "true");
+  EXPECT_EQ(h.s.events_out.size(), 1u);
+  // A different body with the old key after the cache loss is still a mismatch.
+  InMemoryIdempotencyCache fresh2;
+  Api api3(ApiDeps{h.s, h.s, h.s, h.s, h.s, h.s, fresh2, h.rl, h.clock}, test_config());
+  auto p3 = std::make_shared<std::promise<HttpResponse>>();
+  api3.handle(Harness::make("POST", "/v1/payments", R"({"amount":2,"currency":"EUR","source":"s"})",
+                            Harness::auth(key, {{"Idempotency-Key", "k"}})),
+              [p3](HttpResponse r) { p3->set_value(std::move(r)); });
+  EXPECT_EQ(p3->get_future().get().status, 422);
+}
+
+TEST(ApiIdempotency, StoreSaysAlreadyCreatedRace) {
+  Harness h;
+  std::string key = h.merchant();
+  auto first = h.pay(key, "k", kPayBody);
+  InMemoryIdempotencyCache fresh;
+  Api api2(ApiDeps{h.s, h.s, h.s, h.s, h.s, h.s, fresh, h.rl, h.clock}, test_config());
+  h.s.hide_from_find = true;  // the lookup misses; the unique constraint catches it
+  auto p = std::make_shared<std::promise<HttpResponse>>();
+  api2.handle(Harness::make("POST", "/v1/payments", kPayBody, Harness::auth(key, {{"Idempotency-Key", "k"}})),
+              [p](HttpResponse r) { p->set_value(std::move(r)); });
+  auto r = p->get_future().get();
+  EXPECT_EQ(r.status, 202);
+  EXPECT_EQ(r.body, first.body);
+  EXPECT_EQ(hdr(r, "Idempotent-Replayed"), "true");
+  EXPECT_EQ(h.s.events_out.size(), 1u);
+}
+
+TEST(ApiTenancy, OtherMerchantsObjectsAre404) {
+  Harness h;
+  std::string a_id, b_id;
+  std::string a = h.merchant("A", &a_id), b = h.merchant("B", &b_id);
+  auto pay = h.pay(a, "k", kPayBody);
+  std::string pid(J(pay.body).at("id").as_string());
+  EXPECT_EQ(h.call("GET", "/v1/payments/" + pid, "", Harness::auth(a)).status, 200);
+  auto r = h.call("GET", "/v1/payments/" + pid, "", Harness::auth(b));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(err_code(r), "resource_missing");
+  EXPECT_EQ(h.call("GET", "/v1/payments/pay_nope", "", Harness::auth(a)).status, 404);
+  EXPECT_EQ(h.call("GET", "/v1/ledger/entries?payment_id=" + pid, "", Harness::auth(b)).status, 404);
+  EXPECT_EQ(h.call("POST", "/v1/payments/" + pid + "/refunds", "", Harness::auth(b, {{"Idempotency-Key", "r"}})).status, 404);
+  auto list = J(h.call("GET", "/v1/payments", "", Harness::auth(b)).body);
+  EXPECT_TRUE(list.at("data").as_array().empty());
+
+  auto ep = h.call("POST", "/v1/webhook_endpoints", R"({"url":"http://127.0.0.1:9/h"})", Harness::auth(a));
+  ASSERT_EQ(ep.status, 201);
+  std::string eid(J(ep.body).at("id").as_string());
+  EXPECT_EQ(h.call("GET", "/v1/webhook_endpoints/" + eid, "", Harness::auth(b)).status, 404);
+  EXPECT_EQ(h.call("DELETE", "/v1/webhook_endpoints/" + eid, "", Harness::auth(b)).status, 404);
+  EXPECT_EQ(h.call("GET", "/v1/webhook_endpoints/" + eid, "", Harness::auth(a)).status, 200);
+
+  h.s.merchant_events.push_back(MerchantEvent{"evt_a", a_id, "payment.succeeded", pay.body, 5});
+  EXPECT_EQ(h.call("GET", "/v1/events/evt_a", "", Harness::auth(b)).status, 404);
+  EXPECT_EQ(h.call("POST", "/v1/events/evt_a/redeliver", "", Harness::auth(b)).status, 404);
+  EXPECT_TRUE(h.s.redelivered.empty());
+  EXPECT_EQ(h.call("GET", "/v1/events/evt_a", "", Harness::auth(a)).status, 200);
+}
+
+TEST(ApiRefunds, FullPartialAndRefusals) {
+  Harness h;
+  h.s.settle_on_accept = true;
+  std::string mid;
+  std::string key = h.merchant("A", &mid);
+  std::string pid(J(h.pay(key, "p", kPayBody).body).at("id").as_string());
+  std::string path = "/v1/payments/" + pid + "/refunds";
+
+  auto r = h.call("POST", path, R"({"amount":300})", Harness::auth(key, {{"Idempotency-Key", "r1"}}));
+  ASSERT_EQ(r.status, 202) << r.body;
+  auto v = J(r.body);
+  EXPECT_EQ(v.at("id").as_string(), refund_id_for(mid, "r1"));
+  EXPECT_EQ(v.at("amount").as_int64(), 300);
+  EXPECT_EQ(v.at("currency").as_string(), "EUR");
+  EXPECT_EQ(v.at("status").as_string(), "processing");
+  EXPECT_EQ(h.s.events_out.back().type, event_types::refund_requested);
+  // Replay.
+  auto again = h.call("POST", path, R"({"amount":300})", Harness::auth(key, {{"Idempotency-Key", "r1"}}));
+  EXPECT_EQ(again.body, r.body);
+  EXPECT_EQ(hdr(again, "Idempotent-Replayed"), "true");
+  // Too much.
+  r = h.call("POST", path, R"({"amount":701})", Harness::auth(key, {{"Idempotency-Key", "r2"}}));
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(err_code(r), "amount_exceeds_refundable");
+  EXPECT_EQ(err_param(r), "amount");
+  // Empty body = the rest (resolved by the store, rendered by the API's callback).
+  r = h.call("POST", path, "", {{"Authorization", "Bearer " + key}, {"Idempotency-Key", "r3"}});
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(J(r.body).at("amount").as_int64(), 700);
+  std::string rid(J(r.body).at("id").as_string());
+  auto got = h.call("GET", "/v1/refunds/" + rid, "", Harness::auth(key));
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(J(got.body).at("amount").as_int64(), 700);
+  // Not succeeded.
+  h.s.settle_on_accept = false;
+  std::string pid2(J(h.pay(key, "p2", kPayBody).body).at("id").as_string());
+  r = h.call("POST", "/v1/payments/" + pid2 + "/refunds", "{}", Harness::auth(key, {{"Idempotency-Key", "r4"}}));
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(err_code(r), "payment_not_succeeded");
+  // Bad body and missing key.
+  r = h.call("POST", path, R"({"amount":"5"})", Harness::auth(key, {{"Idempotency-Key", "r5"}}));
+  EXPECT_EQ(err_code(r), "amount_invalid");
+  r = h.call("POST", path, "{}", Harness::auth(key));
+  EXPECT_EQ(err_code(r), "idempotency_key_missing");
+}
+
+TEST(ApiLists, PaginationFiltersAndQueryValidation) {
+  Harness h;
+  std::string key = h.merchant();
+  for (int i = 0; i < 5; ++i) {
+    h.clock.advance(1ms);
+    ASSERT_EQ(h.pay(key, "k" + std::to_string(i), kPayBody).status, 202);
+  }
+  auto page1 = J(h.call("GET", "/v1/payments?limit=2", "", Harness::auth(key)).body);
+  ASSERT_EQ(page1.at("data").as_array().size(), 2u);
+  EXPECT_TRUE(page1.at("has_more").as_bool());
+  EXPECT_EQ(page1.at("object").as_string(), "list");
+  std::string last(page1.at("data").as_array()[1].at("id").as_string());
+  auto page2 = J(h.call("GET", "/v1/payments?limit=3&starting_after=" + last, "", Harness::auth(key)).body);
+  EXPECT_EQ(page2.at("data").as_array().size(), 3u);
+  EXPECT_FALSE(page2.at("has_more").as_bool());
+  auto r = h.call("GET", "/v1/payments?limit=0", "", Harness::auth(key));
+  EXPECT_EQ(err_param(r), "limit");
+  r = h.call("GET", "/v1/payments?status=done", "", Harness::auth(key));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(err_param(r), "status");
+  r = h.call("GET", "/v1/payments?colour=red", "", Harness::auth(key));
+  EXPECT_EQ(err_code(r), "parameter_unknown");
+  r = h.call("GET", "/v1/payments?starting_after=pay_unknown", "", Harness::auth(key));
+  EXPECT_EQ(err_code(r), "cursor_invalid");
+  auto filtered = J(h.call("GET", "/v1/payments?status=succeeded", "", Harness::auth(key)).body);
+  EXPECT_TRUE(filtered.at("data").as_array().empty());
+}
+
+TEST(ApiReads, BalanceLedgerEndpointsEvents) {
+  Harness h;
+  std::string mid;
+  std::string key = h.merchant("A", &mid);
+  h.s.balances_by_merchant[mid] = {{"EUR", 970}, {"USD", 5}};
+  auto bal = h.call("GET", "/v1/balance", "", Harness::auth(key));
+  EXPECT_EQ(bal.body, R"({"object":"balance","available":[{"currency":"EUR","amount":970},{"currency":"USD","amount":5}]})");
+
+  auto r = h.call("GET", "/v1/ledger/entries", "", Harness::auth(key));
+  EXPECT_EQ(err_code(r), "parameter_missing");
+  EXPECT_EQ(err_param(r), "payment_id");
+  std::string pid(J(h.pay(key, "k", kPayBody).body).at("id").as_string());
+  JournalEntry je{"je_1", EntryKind::settlement, mid, pid, "", {{"acquirer:clearing", "EUR", 1000},
+                                                               {"merchant:" + mid + ":available", "EUR", -1000}}, 7};
+  h.s.entries.push_back(je);
+  auto led = J(h.call("GET", "/v1/ledger/entries?payment_id=" + pid, "", Harness::auth(key)).body);
+  ASSERT_EQ(led.at("data").as_array().size(), 1u);
+  EXPECT_EQ(led.at("data").as_array()[0].at("postings").as_array().size(), 2u);
+
+  auto ep = h.call("POST", "/v1/webhook_endpoints", R"({"url":"https://example.com/h","enabled_events":["payment.failed"]})",
+                   Harness::auth(key));
+  ASSERT_EQ(ep.status, 201) << ep.body;
+  auto epv = J(ep.body);
+  std::string secret(epv.at("secret").as_string());
+  ASSERT_EQ(secret.rfind("whsec_", 0), 0u);
+  EXPECT_EQ(base64_decode(secret.substr(6)).size(), 32u);
+  std::string eid(epv.at("id").as_string());
+  EXPECT_EQ(eid.rfind("we_", 0), 0u);
+  auto list = J(h.call("GET", "/v1/webhook_endpoints", "", Harness::auth(key)).body);
+  ASSERT_EQ(list.at("data").as_array().size(), 1u);
+  EXPECT_FALSE(list.at("data").as_array()[0].as_object().contains("secret"));
+  EXPECT_FALSE(J(h.call("GET", "/v1/webhook_endpoints/" + eid, "", Harness::auth(key)).body).as_object().contains("secret"));
+  auto del = h.call("DELETE", "/v1/webhook_endpoints/" + eid, "", Harness::auth(key));
+  EXPECT_EQ(del.body, R"({"id":")" + eid + R"(","object":"webhook_endpoint","deleted":true})");
+  EXPECT_EQ(h.call("DELETE", "/v1/webhook_endpoints/" + eid, "", Harness::auth(key)).status, 404);
+  r = h.call("POST", "/v1/webhook_endpoints", R"({"url":"gopher://x"})", Harness::auth(key));
+  EXPECT_EQ(err_code(r), "url_invalid");
+
+  for (int i = 0; i < 3; ++i)
+    h.s.merchant_events.push_back(MerchantEvent{"evt_" + std::to_string(i), mid, "payment.succeeded", R"({"id":"pay_x"})", i});
+  auto ev = J(h.call("GET", "/v1/events?limit=2", "", Harness::auth(key)).body);
+  ASSERT_EQ(ev.at("data").as_array().size(), 2u);
+  EXPECT_EQ(ev.at("data").as_array()[0].at("id").as_string(), "evt_2");
+  EXPECT_TRUE(ev.at("has_more").as_bool());
+  auto one = J(h.call("GET", "/v1/events/evt_1", "", Harness::auth(key)).body);
+  EXPECT_EQ(one.at("data").at("id").as_string(), "pay_x");
+  auto red = h.call("POST", "/v1/events/evt_1/redeliver", "", Harness::auth(key));
+  EXPECT_EQ(red.status, 202);
+  EXPECT_EQ(red.body, R"({"id":"evt_1","object":"event","redelivery":"scheduled"})");
+  ASSERT_EQ(h.s.redelivered.size(), 1u);
+}
+
+TEST(ApiRateLimit, BucketPerKeyWithHeaders) {
+  Harness h;
+  std::string key = h.merchant("Slow", nullptr, R"({"per_second":1,"burst":2})");
+  auto r1 = h.call("GET", "/v1/balance", "", Harness::auth(key));
+  EXPECT_EQ(r1.status, 200);
+  EXPECT_EQ(hdr(r1, "RateLimit-Limit"), "2");
+  EXPECT_EQ(hdr(r1, "RateLimit-Remaining"), "1");
+  auto r2 = h.call("GET", "/v1/payments/pay_missing", "", Harness::auth(key));
+  EXPECT_EQ(r2.status, 404);
+  EXPECT_EQ(hdr(r2, "RateLimit-Remaining"), "0");  // on error answers too
+  double limited = metric_value("paystream_rate_limited_total");
+  auto r3 = h.call("GET", "/v1/balance", "", Harness::auth(key));
+  EXPECT_EQ(r3.status, 429);
+  EXPECT_EQ(err_code(r3), "rate_limited");
+  EXPECT_EQ(hdr(r3, "Retry-After"), "1");
+  EXPECT_EQ(hdr(r3, "RateLimit-Reset"), "2");
+  EXPECT_EQ(metric_value("paystream_rate_limited_total"), limited + 1);
+  // Another merchant is not affected.
+  std::string other = h.merchant("Other");
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth(other)).status, 200);
+  h.clock.advance(1s);
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth(key)).status, 200);
+}
+
+TEST(ApiPreferWait, TerminalInTimeGives201AndReplays201) {
+  Harness h;
+  std::string key = h.merchant();
+  auto fut = h.call_async("POST", "/v1/payments", kPayBody,
+                          Harness::auth(key, {{"Idempotency-Key", "w1"}, {"Prefer", "wait=5000"}}));
+  EXPECT_EQ(fut.wait_for(100ms), std::future_status::timeout);  // parked, not answered
+  EXPECT_EQ(h.api->waiting(), 1u);
+  std::string pid;
+  {
+    std::lock_guard lk(h.s.mu);
+    auto& p = h.s.payments.begin()->second;
+    p.status = PaymentStatus::failed;
+    p.failure_code = "card_declined";
+    pid = p.id;
+  }
+  h.api->notify_terminal({"pay_other", pid});
+  ASSERT_EQ(fut.wait_for(5s), std::future_status::ready);
+  auto r = fut.get();
+  EXPECT_EQ(r.status, 201);
+  EXPECT_EQ(J(r.body).at("status").as_string(), "failed");
+  EXPECT_EQ(J(r.body).at("failure_code").as_string(), "card_declined");
+  EXPECT_EQ(h.api->waiting(), 0u);
+  auto replay = h.pay(key, "w1", kPayBody);
+  EXPECT_EQ(replay.status, 201);
+  EXPECT_EQ(replay.body, r.body);
+  EXPECT_EQ(h.s.idem.begin()->second.http_status, 201);
+}
+
+TEST(ApiPreferWait, AlreadyTerminalAndTimeoutAndCap) {
+  ApiConfig c = test_config();
+  c.max_wait_ms = 300;
+  Harness h(c);
+  std::string key = h.merchant();
+  h.s.settle_on_accept = true;  // terminal before the waiter is parked: no lost wake-up
+  auto r = h.pay(key, "a", kPayBody, {{"Prefer", "wait=5000"}});
+  EXPECT_EQ(r.status, 201);
+  EXPECT_EQ(J(r.body).at("status").as_string(), "succeeded");
+  h.s.settle_on_accept = false;
+  auto t0 = std::chrono::steady_clock::now();
+  r = h.pay(key, "b", kPayBody, {{"Prefer", "wait=100000"}});  // capped at 300 ms
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.status, 202);
+  EXPECT_EQ(J(r.body).at("status").as_string(), "processing");
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 3s);
+}
+
+TEST(ApiPreferWait, DestructionAnswersWaitersWith202) {
+  auto h = std::make_unique<Harness>();
+  std::string key = h->merchant();
+  auto fut = h->call_async("POST", "/v1/payments", kPayBody,
+                           Harness::auth(key, {{"Idempotency-Key", "w"}, {"Prefer", "wait=30000"}}));
+  EXPECT_EQ(fut.wait_for(50ms), std::future_status::timeout);
+  h->api.reset();
+  ASSERT_EQ(fut.wait_for(1s), std::future_status::ready);
+  EXPECT_EQ(fut.get().status, 202);
+}
+
+TEST(ApiPreferWait, DrainingAnswersWaitersWith202AtOnce) {
+  Harness h;
+  std::string key = h.merchant();
+  auto fut = h.call_async("POST", "/v1/payments", kPayBody,
+                          Harness::auth(key, {{"Idempotency-Key", "w"}, {"Prefer", "wait=30000"}}));
+  EXPECT_EQ(fut.wait_for(50ms), std::future_status::timeout);
+  h.api->set_draining(true);
+  ASSERT_EQ(fut.wait_for(1s), std::future_status::ready);
+  auto r = fut.get();
+  EXPECT_EQ(r.status, 202);
+  EXPECT_EQ(J(r.body).at("status").as_string(), "processing");
+  EXPECT_EQ(h.api->waiting(), 0u);
+}
+
+TEST(ApiMetrics, RouteLabelIsTheTemplate) {
+  Harness h;
+  std::string key = h.merchant();
+  h.call("GET", "/v1/payments/pay_secret_id_123", "", Harness::auth(key));
+  std::string text = metrics::registry().render();
+  EXPECT_NE(text.find(R"(route="/v1/payments/{id}",method="GET",status="404")"), std::string::npos);
+  EXPECT_EQ(text.find("pay_secret_id_123"), std::string::npos);
+  EXPECT_NE(text.find("paystream_http_request_duration_seconds_bucket{route=\"/v1/payments/{id}\""), std::string::npos);
+}
+
+TEST(ApiConcurrency, ManyThreadsSameKeyOnePayment) {
+  Harness h;
+  std::string key = h.merchant();
+  std::vector<std::thread> ts;
+  std::atomic<int> accepted{0}, replays{0}, in_use{0}, other{0};
+  for (int i = 0; i < 8; ++i)
+    ts.emplace_back([&] {
+      for (int j = 0; j < 20; ++j) {
+        auto r = h.pay(key, "same", kPayBody);
+        if (r.status == 202 && !hdr(r, "Idempotent-Replayed")) ++accepted;
+        else if (r.status == 202) ++replays;
+        else if (r.status == 409) ++in_use;
+        else ++other;
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(accepted.load(), 1);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(h.s.events_out.size(), 1u);
+}
