@@ -93,6 +93,11 @@ std::vector<std::chrono::milliseconds> default_webhook_retry_schedule() {
 }
 
 namespace {
+metrics::Counter& dead_letters_total() {
+  return metrics::registry().counter("paystream_dead_letters_total", "Records sent to tx.dlq",
+                                     {{"stage", "webhooks"}});
+}
+
 metrics::Counter& deliveries_total(const char* outcome) {
   return metrics::registry().counter("paystream_webhook_deliveries_total",
                                      "Webhook delivery attempts by outcome", {{"outcome", outcome}});
@@ -112,7 +117,9 @@ std::string payment_id_of(const MerchantEvent& e) {
 
 WebhookDispatcher::WebhookDispatcher(DeliveryStore& store, WebhookSender& sender, const Clock& clock,
                                      DispatcherOptions opts)
-    : store_(store), sender_(sender), clock_(clock), opts_(std::move(opts)), rng_(opts_.seed) {}
+    : store_(store), sender_(sender), clock_(clock), opts_(std::move(opts)), rng_(opts_.seed) {
+  dead_letters_total();  // exported at 0 from the start (alert baseline)
+}
 
 WebhookDispatcher::~WebhookDispatcher() { stop(); }
 
@@ -216,6 +223,7 @@ void WebhookDispatcher::deliver(const DueDelivery& d) {
                             "webhook delivery to " + d.endpoint.id + " failed: " + upd.last_error,
                             upd.attempts};
         deliveries_total("dead_lettered").inc();
+        dead_letters_total().inc();
         log::warn("webhook delivery dead-lettered",
                   {{"delivery_id", upd.id}, {"endpoint_id", d.endpoint.id}, {"event_id", d.event.id}});
       }

@@ -24,7 +24,11 @@ StageRunner::StageRunner(std::string group, std::vector<std::string> topics, Sta
       clock_(clock),
       opts_(opts),
       backoff_(BackoffOptions{std::chrono::milliseconds(50), opts.retry_backoff_max, 1 << 30}),
-      stage_name_(stage.name()) {}
+      stage_name_(stage.name()) {
+  // Export the dead-letter series at 0 from the start, so "the first dead letter" is an
+  // increase an alert rule can see.
+  metrics::registry().counter("paystream_dead_letters_total", "Records sent to tx.dlq", {{"stage", stage_name_}});
+}
 
 StageRunner::~StageRunner() { stop(); }
 
