@@ -25,6 +25,9 @@ struct AcquirerFactory {
   // Number of distinct charges that moved money or were declined (stored results).
   std::function<int64_t(Acquirer&)> charge_count;
 };
+// Names the adapter in test listings (instead of a byte dump of the factory).
+inline void PrintTo(const AcquirerFactory& f, std::ostream* os) { *os << f.name; }
+
 
 class AcquirerContract : public ::testing::TestWithParam<AcquirerFactory> {
  protected:

@@ -42,6 +42,9 @@ struct HarnessFactory {
   std::string name;
   std::function<std::unique_ptr<StoreHarness>()> make;
 };
+// Names the adapter in test listings (instead of a byte dump of the factory).
+inline void PrintTo(const HarnessFactory& f, std::ostream* os) { *os << f.name; }
+
 std::vector<HarnessFactory> store_factories();
 
 inline std::string factory_name(const testing::TestParamInfo<HarnessFactory>& info) { return info.param.name; }
