@@ -174,7 +174,7 @@ int run_serve(const ServeConfig& cfg) {
   for (auto& r : runners) r->start();
   dispatcher.start();
   api.set_ready(true);
-  log::info("listening", {{"address", http_opts.host + ":" + std::to_string(*port)},
+  log::always("listening", {{"address", http_opts.host + ":" + std::to_string(*port)},
                           {"data_dir", fs::absolute(cfg.data_dir).string()}});
 
   int sig = 0;

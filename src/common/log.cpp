@@ -34,8 +34,8 @@ const char* name(Level l) {
 
 void set_level(Level level) { g_level = int(level); }
 
-void write(Level level, std::string_view msg, const Fields& fields) {
-  if (int(level) < g_level.load()) return;
+namespace {
+void emit(Level level, std::string_view msg, const Fields& fields) {
   boost::json::object o;
   o["level"] = name(level);
   o["msg"] = msg;
@@ -44,6 +44,14 @@ void write(Level level, std::string_view msg, const Fields& fields) {
   // The pattern opens the object with "ts" and closes it: drop our own braces.
   logger().info("{}", std::string_view(s).substr(1, s.size() - 2));
 }
+}  // namespace
+
+void write(Level level, std::string_view msg, const Fields& fields) {
+  if (int(level) < g_level.load()) return;
+  emit(level, msg, fields);
+}
+
+void always(std::string_view msg, const Fields& fields) { emit(Level::info, msg, fields); }
 
 std::string new_traceparent() {
   std::string trace = random_token("", 16), span = random_token("", 8);

@@ -17,6 +17,9 @@ inline void debug(std::string_view m, const Fields& f = {}) { write(Level::debug
 inline void info(std::string_view m, const Fields& f = {}) { write(Level::info, m, f); }
 inline void warn(std::string_view m, const Fields& f = {}) { write(Level::warn, m, f); }
 inline void error(std::string_view m, const Fields& f = {}) { write(Level::error, m, f); }
+// Written whatever the level (still tagged "info"): lines an operator must always see,
+// such as the address a server listens on.
+void always(std::string_view msg, const Fields& fields = {});
 
 // W3C traceparent helpers: a new "00-<32 hex>-<16 hex>-01", and the trace id within one.
 std::string new_traceparent();
