@@ -10,10 +10,6 @@ function setup(thread)
   thread:set("prefix", string.format("wrk-%d-%d-", os.time(), math.random(1, 1000000000)))
 end
 
-function init(args)
-  prefix = prefix .. ""
-end
-
 function request()
   counter = counter + 1
   return wrk.format("POST", "/v1/payments", {
