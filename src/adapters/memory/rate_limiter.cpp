@@ -10,6 +10,11 @@ InMemoryRateLimiter::InMemoryRateLimiter(size_t max_buckets)
     : max_per_shard_(std::max<size_t>(1, max_buckets / kShards)) {}
 
 namespace {
+// Refill accumulates fractions of a token in floating point (0.3 + 0.6 + 0.1 < 1.0). A bucket
+// a rounding error short of a whole token counts as holding it; otherwise a caller that
+// honours Retry-After can be refused again at exactly the promised time.
+constexpr double kTokenEpsilon = 1e-9;
+
 double refilled(double tokens, int64_t last_ms, int64_t now_ms, double rate, int64_t burst) {
   int64_t elapsed = std::max<int64_t>(0, now_ms - last_ms);
   return std::min(double(burst), tokens + double(elapsed) * rate / 1000.0);
@@ -44,15 +49,15 @@ Result<RateLimiter::Decision> InMemoryRateLimiter::take(const std::string& key, 
 
   Decision d;
   d.limit = burst;
-  if (b.tokens >= 1.0) {
-    b.tokens -= 1.0;
+  if (b.tokens + kTokenEpsilon >= 1.0) {
+    b.tokens = std::max(0.0, b.tokens - 1.0);
     d.allowed = true;
   } else {
     d.allowed = false;
     d.retry_after_s = std::max<int64_t>(1, int64_t(std::ceil((1.0 - b.tokens) / rate_per_s)));
   }
-  d.remaining = int64_t(std::floor(b.tokens));
-  d.reset_s = int64_t(std::ceil((double(burst) - b.tokens) / rate_per_s));
+  d.remaining = int64_t(std::floor(b.tokens + kTokenEpsilon));
+  d.reset_s = int64_t(std::ceil(std::max(0.0, double(burst) - b.tokens - kTokenEpsilon) / rate_per_s));
   return d;
 }
 
