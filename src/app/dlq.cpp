@@ -59,16 +59,7 @@ int run_dlq_show(const std::string& data_dir, int64_t offset) {
   if (!v) return fail(v.error());
   if (!*v) return fail(Error::not_found("no dead letter at offset " + std::to_string(offset)));
   auto o = summary(**v);
-  const Event& e = (*v)->letter.original.event;
-  json::object ev;
-  ev["id"] = e.id;
-  ev["type"] = e.type;
-  ev["source"] = e.source;
-  ev["time_ms"] = e.time_ms;
-  ev["key"] = e.key;
-  ev["traceparent"] = e.traceparent;
-  ev["data"] = e.data;
-  o["event"] = std::move(ev);
+  o["event"] = json::parse(event_envelope_json((*v)->letter.original.event));
   std::cout << json::serialize(o) << "\n";
   return 0;
 }

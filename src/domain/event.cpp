@@ -157,6 +157,38 @@ Result<EventPayload> decode_payload(std::string_view data) {
   return out;
 }
 
+std::string event_envelope_json(const Event& e) {
+  json::object o;
+  o["id"] = e.id;
+  o["type"] = e.type;
+  o["source"] = e.source;
+  o["time_ms"] = e.time_ms;
+  o["key"] = e.key;
+  o["traceparent"] = e.traceparent;
+  o["data"] = e.data;
+  return json::serialize(o);
+}
+
+Event parse_event_envelope(std::string_view text) {
+  Event e;
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return e;
+  const auto& o = v.get_object();
+  auto str = [&](const char* k) {
+    auto* x = o.if_contains(k);
+    return x && x->is_string() ? std::string(x->get_string()) : std::string();
+  };
+  e.id = str("id");
+  e.type = str("type");
+  e.source = str("source");
+  if (auto* t = o.if_contains("time_ms"); t && t->is_int64()) e.time_ms = t->get_int64();
+  e.key = str("key");
+  e.traceparent = str("traceparent");
+  e.data = str("data");
+  return e;
+}
+
 Event make_payment_event(const Payment& p, std::string_view type, std::string_view source,
                          int64_t now_ms, std::string traceparent) {
   Event e;

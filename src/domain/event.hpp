@@ -59,6 +59,13 @@ std::string encode_payload(const EventPayload& p);
 // Fails (invalid_request, code "event_undecodable"/"event_schema_invalid") on bad data.
 Result<EventPayload> decode_payload(std::string_view data);
 
+// The whole event — CloudEvents attributes and data (as a string) — as one JSON object:
+// {"id","type","source","time_ms","key","traceparent","data"}. Used where an event is
+// stored or shown outside the log (dead letters, `paystream dlq show`).
+std::string event_envelope_json(const Event& e);
+// The reverse; missing fields stay empty (a dead letter keeps whatever it could read).
+Event parse_event_envelope(std::string_view json);
+
 // Builds an event for a payment or refund with the given type and source.
 Event make_payment_event(const Payment& p, std::string_view type, std::string_view source,
                          int64_t now_ms, std::string traceparent);

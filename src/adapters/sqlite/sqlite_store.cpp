@@ -89,22 +89,13 @@ std::vector<std::string> strings_from_json(const std::string& s) {
 }
 
 std::string encode_dead_letter(const DeadLetter& d) {
-  json::object ev;
-  const Event& e = d.original.event;
-  ev["id"] = e.id;
-  ev["type"] = e.type;
-  ev["source"] = e.source;
-  ev["time_ms"] = e.time_ms;
-  ev["key"] = e.key;
-  ev["traceparent"] = e.traceparent;
-  ev["data"] = e.data;
   json::object o;
   o["topic"] = d.original.topic;
   o["partition"] = d.original.partition;
   o["offset"] = d.original.offset;
   o["error"] = d.error;
   o["attempts"] = d.attempts;
-  o["event"] = std::move(ev);
+  o["event"] = json::parse(event_envelope_json(d.original.event));
   return json::serialize(o);
 }
 
@@ -127,17 +118,8 @@ Result<DeadLetter> decode_dead_letter(const std::string& s) {
   d.original.offset = num(o, "offset");
   d.error = str(o, "error");
   d.attempts = int(num(o, "attempts"));
-  if (auto* ev = o.if_contains("event"); ev && ev->is_object()) {
-    const auto& eo = ev->get_object();
-    Event& e = d.original.event;
-    e.id = str(eo, "id");
-    e.type = str(eo, "type");
-    e.source = str(eo, "source");
-    e.time_ms = num(eo, "time_ms");
-    e.key = str(eo, "key");
-    e.traceparent = str(eo, "traceparent");
-    e.data = str(eo, "data");
-  }
+  if (auto* ev = o.if_contains("event"); ev && ev->is_object())
+    d.original.event = parse_event_envelope(json::serialize(*ev));
   return d;
 }
 
