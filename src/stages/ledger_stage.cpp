@@ -112,6 +112,9 @@ Result<Effects> LedgerStage::handle(const std::vector<Record>& batch) {
         if (o.payment.failure_code.empty()) o.payment.failure_code = "processing_error";
       }
       count_payment(o.payment.status);
+      log::info("payment posted", {{"payment_id", o.payment.id},
+                                   {"status", std::string(to_string(o.payment.status))},
+                                   {"trace_id", log::trace_id_of(rec.event.traceparent)}});
       out.payment_outcomes.push_back(std::move(o));
     } else {
       if (!payload->refund) {
@@ -129,6 +132,9 @@ Result<Effects> LedgerStage::handle(const std::vector<Record>& batch) {
         o.refund.status = RefundStatus::failed;
         if (o.refund.failure_code.empty()) o.refund.failure_code = "processing_error";
       }
+      log::info("refund posted", {{"refund_id", o.refund.id}, {"payment_id", o.refund.payment_id},
+                                  {"status", std::string(to_string(o.refund.status))},
+                                  {"trace_id", log::trace_id_of(rec.event.traceparent)}});
       out.refund_outcomes.push_back(std::move(o));
     }
   }
