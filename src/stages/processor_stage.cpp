@@ -24,50 +24,85 @@ ProcessorStage::ProcessorStage(Acquirer& acquirer, const Clock& clock, Processor
       breaker_("acquirer", clock, cfg.breaker) {}
 
 template <class Call>
-Result<AcquirerResult> ProcessorStage::call_with_retries(const std::string& key, Call&& call,
-                                                         bool* deferred) {
-  *deferred = false;
-  int attempts = 0;
+ProcessorStage::CallResult ProcessorStage::call_with_retries(const std::string& identity, Call&& call) {
+  CallResult out;
   {
-    std::lock_guard lk(attempts_mu_);
-    if (auto it = spent_attempts_.find(key); it != spent_attempts_.end()) attempts = it->second;
+    std::lock_guard lk(mu_);
+    if (auto it = progress_.find(identity); it != progress_.end()) out.progress = it->second;
   }
   const int max_attempts = std::max(1, cfg_.backoff.max_attempts);
-  Error last = Error::unavailable("acquirer_unavailable", "acquirer not reached");
-  while (attempts < max_attempts) {
-    if (!breaker_.allow()) {
-      *deferred = true;
-      std::lock_guard lk(attempts_mu_);
-      if (spent_attempts_.size() >= cfg_.max_remembered_attempts) spent_attempts_.clear();
-      spent_attempts_[key] = attempts;
-      return Error::unavailable("circuit_open", "acquirer circuit breaker is open");
+  bool trial_owner = false;   // admitted as the half-open trial: finish this record's attempts
+  while (out.progress.attempts < max_attempts) {
+    if (!trial_owner) {
+      const auto admission = breaker_.admit();
+      if (admission == CircuitBreaker::Admission::denied) {
+        out.deferred = true;
+        out.result = Error::unavailable("circuit_open", "acquirer circuit breaker is open");
+        std::lock_guard lk(mu_);
+        if (progress_.size() >= cfg_.max_remembered_attempts && !progress_.count(identity))
+          progress_.clear();   // safety bound only: at most one batch of records is ever deferred
+        progress_[identity] = out.progress;
+        return out;
+      }
+      trial_owner = admission == CircuitBreaker::Admission::trial;
     }
-    ++attempts;
+    ++out.progress.attempts;
     auto r = call();
     if (r || !r.error().retryable) {
       breaker_.on_success();   // the acquirer answered (an approval, a decline or a refusal)
       acquirer_calls(r ? (r->approved ? "approved" : "declined") : "rejected").inc();
-      std::lock_guard lk(attempts_mu_);
-      spent_attempts_.erase(key);
-      return r;
+      out.result = std::move(r);
+      return out;
     }
+    // A failed attempt counts once toward the breaker (per attempt, see the header). A
+    // trial owner's later reports land on an open breaker (ignored) or close it.
     breaker_.on_failure();
-    acquirer_calls(r.error().kind == ErrorKind::timeout ? "timeout" : "unavailable").inc();
-    last = r.error();
-    if (attempts < max_attempts) clock_.sleep_for(backoff_.delay(attempts));
+    const bool timed_out = r.error().kind == ErrorKind::timeout;
+    acquirer_calls(timed_out ? "timeout" : "unavailable").inc();
+    out.progress.saw_timeout = out.progress.saw_timeout || timed_out;
+    out.result = std::move(r);
+    if (out.progress.attempts < max_attempts) clock_.sleep_for(backoff_.delay(out.progress.attempts));
   }
-  std::lock_guard lk(attempts_mu_);
-  spent_attempts_.erase(key);
-  return last;   // retries exhausted
+  return out;   // retries exhausted: out.result is the last error
+}
+
+void ProcessorStage::finish(const std::string& identity, const Outcome& out) {
+  std::lock_guard lk(mu_);
+  progress_.erase(identity);
+  const size_t bound = std::max<size_t>(1, cfg_.max_memo_entries);
+  while (memo_.size() >= bound && !memo_order_.empty()) {
+    auto [seq, key] = std::move(memo_order_.front());
+    memo_order_.pop_front();
+    if (auto it = memo_.find(key); it != memo_.end() && it->second.seq == seq) memo_.erase(it);
+  }
+  const uint64_t seq = ++memo_seq_;
+  memo_[identity] = MemoEntry{out, seq};
+  memo_order_.emplace_back(seq, identity);
+  // The order queue also holds stale pairs of entries dropped on success; keep it bounded.
+  while (memo_order_.size() > 2 * bound) {
+    auto [old_seq, key] = std::move(memo_order_.front());
+    memo_order_.pop_front();
+    if (auto it = memo_.find(key); it != memo_.end() && it->second.seq == old_seq) memo_.erase(it);
+  }
+}
+
+std::optional<ProcessorStage::Outcome> ProcessorStage::memoized(const std::string& identity) {
+  std::lock_guard lk(mu_);
+  if (auto it = memo_.find(identity); it != memo_.end()) return it->second.outcome;
+  return std::nullopt;
 }
 
 namespace {
 std::string exhausted_code(const Error& e) {
   return e.kind == ErrorKind::timeout ? "acquirer_timeout" : "acquirer_unavailable";
 }
+std::string identity_of(const Record& rec) {
+  return rec.topic + "@" + std::to_string(rec.offset) + "/" + rec.event.id;
+}
 }  // namespace
 
-ProcessorStage::Outcome ProcessorStage::process(const Record& rec) {
+ProcessorStage::Outcome ProcessorStage::process(const Record& rec, const std::string& identity) {
+  if (auto memo = memoized(identity)) return std::move(*memo);   // finished in an earlier pass
   Outcome out;
   const auto& type = rec.event.type;
   if (type != event_types::payment_validated && type != event_types::refund_requested) {
@@ -81,7 +116,6 @@ ProcessorStage::Outcome ProcessorStage::process(const Record& rec) {
     out.letter = {rec, payload.error().code + ": " + payload.error().message, 1};
     return out;
   }
-  bool deferred = false;
   if (type == event_types::payment_validated) {
     if (!payload->payment) {
       out.kind = Outcome::Kind::dead_letter;
@@ -90,10 +124,12 @@ ProcessorStage::Outcome ProcessorStage::process(const Record& rec) {
     }
     Payment p = std::move(*payload->payment);
     ChargeRequest req{p.id, p.amount_minor, p.currency, p.source};
-    auto r = call_with_retries(p.id, [&] { return acquirer_.charge(req, cfg_.acquirer_timeout); }, &deferred);
-    if (deferred) { out.kind = Outcome::Kind::deferred; return out; }
+    auto c = call_with_retries(identity, [&] { return acquirer_.charge(req, cfg_.acquirer_timeout); });
+    if (c.deferred) { out.kind = Outcome::Kind::deferred; return out; }
+    const auto& r = c.result;
     const int64_t now = clock_.now_ms();
     p.updated_ms = now;
+    out.kind = Outcome::Kind::event;
     if (r && r->approved) {
       p.status = PaymentStatus::succeeded;
       p.failure_code.clear();
@@ -103,9 +139,11 @@ ProcessorStage::Outcome ProcessorStage::process(const Record& rec) {
       p.failure_code = r ? (r->decline_code.empty() ? std::string("card_declined") : r->decline_code)
                          : (r.error().retryable ? exhausted_code(r.error()) : std::string("acquirer_error"));
       log::info("payment failed at acquirer", {{"payment_id", p.id}, {"failure_code", p.failure_code},
+                                               {"attempts", std::to_string(c.progress.attempts)},
                                                {"trace_id", log::trace_id_of(rec.event.traceparent)}});
       out.event = make_payment_event(p, event_types::payment_failed, kSource, now, rec.event.traceparent);
     }
+    finish(identity, out);
     return out;
   }
   // refund.requested
@@ -116,10 +154,27 @@ ProcessorStage::Outcome ProcessorStage::process(const Record& rec) {
   }
   Refund f = std::move(*payload->refund);
   AcquirerRefundRequest req{f.id, f.payment_id, f.amount_minor, f.currency};
-  auto r = call_with_retries(f.id, [&] { return acquirer_.refund(req, cfg_.acquirer_timeout); }, &deferred);
-  if (deferred) { out.kind = Outcome::Kind::deferred; return out; }
+  auto c = call_with_retries(identity, [&] { return acquirer_.refund(req, cfg_.acquirer_timeout); });
+  if (c.deferred) { out.kind = Outcome::Kind::deferred; return out; }
+  const auto& r = c.result;
+  if (!r && r.error().retryable && c.progress.saw_timeout) {
+    // Ambiguous: the acquirer may have executed the refund. Failing it would release the
+    // reservation and allow a second payout; hold it and hand it to an operator.
+    out.kind = Outcome::Kind::dead_letter;
+    out.letter = {rec,
+                  "refund outcome unknown after " + std::to_string(c.progress.attempts) +
+                      " attempts: acquirer timeout",
+                  c.progress.attempts};
+    log::error("refund outcome unknown; dead-lettered, reservation held",
+               {{"refund_id", f.id}, {"payment_id", f.payment_id},
+                {"attempts", std::to_string(c.progress.attempts)},
+                {"trace_id", log::trace_id_of(rec.event.traceparent)}});
+    finish(identity, out);
+    return out;
+  }
   const int64_t now = clock_.now_ms();
   f.updated_ms = now;
+  out.kind = Outcome::Kind::event;
   if (r && r->approved) {
     f.status = RefundStatus::succeeded;
     f.failure_code.clear();
@@ -130,12 +185,15 @@ ProcessorStage::Outcome ProcessorStage::process(const Record& rec) {
                        : (r.error().retryable ? exhausted_code(r.error()) : std::string("acquirer_error"));
     out.event = make_refund_event(f, event_types::refund_failed, kSource, now, rec.event.traceparent);
   }
+  finish(identity, out);
   return out;
 }
 
 Result<Effects> ProcessorStage::handle(const std::vector<Record>& batch) {
-  if (breaker_.state() == CircuitBreaker::State::open)
-    return Error::unavailable("circuit_open", "acquirer circuit breaker is open");
+  // No early return on an open breaker: records finished in an earlier pass (memoized)
+  // and poison records still resolve; records that need a call are deferred.
+  std::vector<std::string> ids(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) ids[i] = identity_of(batch[i]);
 
   // Group indices by key, groups in order of first appearance.
   std::vector<std::vector<size_t>> groups;
@@ -152,7 +210,7 @@ Result<Effects> ProcessorStage::handle(const std::vector<Record>& batch) {
   auto worker = [&] {
     for (size_t g; (g = next_group.fetch_add(1)) < groups.size();) {
       for (size_t i : groups[g]) {
-        outcomes[i] = process(batch[i]);
+        outcomes[i] = process(batch[i], ids[i]);
         if (outcomes[i].kind == Outcome::Kind::deferred) break;  // later records of this key wait
       }
     }
@@ -167,14 +225,27 @@ Result<Effects> ProcessorStage::handle(const std::vector<Record>& batch) {
     for (auto& t : pool) t.join();
   }
 
-  Effects effects;
+  size_t deferred = 0, finished = 0;
   for (auto& o : outcomes) {
-    if (o.kind == Outcome::Kind::deferred)
-      return Error::unavailable("circuit_open", "acquirer circuit breaker opened during the batch");
+    if (o.kind == Outcome::Kind::deferred || o.kind == Outcome::Kind::pending) ++deferred;
+    else ++finished;
   }
+  if (deferred > 0) {
+    // Finished outcomes stay memoized (and attempts of deferred ones remembered), so the
+    // retried batch only redoes what is still open. The runner logs the deferral.
+    return Error::unavailable("circuit_open", "acquirer circuit breaker is open (" + std::to_string(deferred) +
+                                                  " records deferred, " + std::to_string(finished) + " finished)");
+  }
+  Effects effects;
   for (auto& o : outcomes) {
     if (o.kind == Outcome::Kind::event) effects.produce.push_back(std::move(o.event));
     else effects.dead_letters.push_back(std::move(o.letter));
+  }
+  {
+    // The batch goes to commit: its memo entries are no longer needed (a re-poll after a
+    // failed commit repeats idempotent acquirer calls, which is safe).
+    std::lock_guard lk(mu_);
+    for (const auto& id : ids) memo_.erase(id);
   }
   return effects;
 }

@@ -31,18 +31,18 @@ void CircuitBreaker::refresh_locked(int64_t now_ms) {
   }
 }
 
-bool CircuitBreaker::allow() {
+CircuitBreaker::Admission CircuitBreaker::admit() {
   std::lock_guard lk(mu_);
   refresh_locked(clock_.now_ms());
   switch (state_) {
-    case State::closed: return true;
-    case State::open: return false;
+    case State::closed: return Admission::call;
+    case State::open: return Admission::denied;
     case State::half_open:
-      if (trials_in_flight_ >= std::max(1, opts_.half_open_max_trials)) return false;
+      if (trials_in_flight_ >= std::max(1, opts_.half_open_max_trials)) return Admission::denied;
       ++trials_in_flight_;
-      return true;
+      return Admission::trial;
   }
-  return false;
+  return Admission::denied;
 }
 
 void CircuitBreaker::on_success() {

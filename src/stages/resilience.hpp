@@ -4,8 +4,10 @@
 // CircuitBreaker: closed -> open after `failure_threshold` consecutive failures; open ->
 // half-open once `open_duration` has passed on the injected Clock; half-open admits at
 // most `half_open_max_trials` calls at a time; a trial success closes it, a trial failure
-// re-opens it. Every call admitted by allow() must be reported exactly once with
-// on_success() or on_failure(). State is exported as gauge
+// re-opens it. Every call admitted by allow()/admit() must be reported exactly once with
+// on_success() or on_failure(). admit() is allow() that also tells a half-open trial slot
+// apart from a normal (closed) admission, so a caller may let the trial's owner finish
+// its own bounded retries (the processor does, to guarantee progress while open). State is exported as gauge
 // paystream_circuit_state{dependency} (0 closed, 1 open, 2 half-open).
 // Backoff: delay(n) is uniform in [0, min(cap, base * 2^(n-1))] (full jitter), from a
 // seeded std::mt19937_64, so tests are reproducible; bounded by max_attempts.
@@ -31,6 +33,7 @@ struct BreakerOptions {
 class CircuitBreaker {
  public:
   enum class State { closed = 0, open = 1, half_open = 2 };
+  enum class Admission { denied, call, trial };
 
   CircuitBreaker(std::string dependency, const Clock& clock, BreakerOptions opts = {});
   CircuitBreaker(const CircuitBreaker&) = delete;
@@ -38,7 +41,9 @@ class CircuitBreaker {
 
   // True if a call may go ahead now (closed, or a half-open trial slot). The caller then
   // reports the outcome with on_success()/on_failure().
-  bool allow();
+  bool allow() { return admit() != Admission::denied; }
+  // As allow(); `trial` when the call took a half-open trial slot.
+  Admission admit();
   void on_success();
   void on_failure();
   // Current state (open turns half-open here once open_duration has passed).

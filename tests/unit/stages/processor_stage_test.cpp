@@ -1,10 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <future>
 #include <random>
+
+#include "common/metrics.hpp"
 
 #include "adapters/sim/acquirer_simulator.hpp"
 #include "fakes.hpp"
 #include "stages/processor_stage.hpp"
+#include "stages/stage_runner.hpp"
 
 namespace ps {
 namespace {
@@ -23,9 +27,51 @@ ProcessorConfig fast_config() {
   return cfg;
 }
 
-Record validated(const std::string& id, const std::string& source) {
-  return payment_record(make_payment(id, source), event_types::payment_validated);
+Record validated(const std::string& id, const std::string& source, int64_t offset = 0) {
+  return payment_record(make_payment(id, source), event_types::payment_validated, offset);
 }
+
+Record refund_requested(const std::string& id, const std::string& payment_id, int64_t offset = 0) {
+  return refund_record(make_refund(id, payment_id), event_types::refund_requested, offset);
+}
+
+// Decorator over a real acquirer: counts calls per payment id / refund id.
+class CountingAcquirer : public Acquirer {
+ public:
+  explicit CountingAcquirer(Acquirer& inner) : inner_(inner) {}
+  Result<AcquirerResult> charge(const ChargeRequest& req, std::chrono::milliseconds t) override {
+    { std::lock_guard lk(mu_); ++calls_[req.payment_id]; }
+    return inner_.charge(req, t);
+  }
+  Result<AcquirerResult> refund(const AcquirerRefundRequest& req, std::chrono::milliseconds t) override {
+    { std::lock_guard lk(mu_); ++calls_[req.refund_id]; }
+    return inner_.refund(req, t);
+  }
+  int calls(const std::string& id) {
+    std::lock_guard lk(mu_);
+    return calls_[id];
+  }
+
+ private:
+  Acquirer& inner_;
+  std::mutex mu_;
+  std::map<std::string, int> calls_;
+};
+
+// Stage decorator counting handle() calls (runner passes).
+class CountingStage : public Stage {
+ public:
+  explicit CountingStage(Stage& inner) : inner_(inner) {}
+  std::string_view name() const override { return inner_.name(); }
+  Result<Effects> handle(const std::vector<Record>& batch) override {
+    ++calls;
+    return inner_.handle(batch);
+  }
+  std::atomic<int> calls{0};
+
+ private:
+  Stage& inner_;
+};
 
 TEST(ProcessorStage, SimulatorOutcomesForEachTestSource) {
   ManualClock clock;
@@ -190,6 +236,218 @@ TEST(ProcessorStage, PoisonRecordsBecomeDeadLetters) {
   EXPECT_EQ(r->dead_letters[0].original.offset, 5);
   ASSERT_EQ(r->produce.size(), 1u);
   EXPECT_EQ(r->produce[0].key, "p_after");
+}
+
+// Reviewer's livelock: T0..T6 always time out, then an approve, with the default breaker
+// (5 failures, 30 s open, 1 trial). Before the fix the batch never completed: exhausted
+// payments were restarted from 0 attempts whenever another record was deferred.
+TEST(ProcessorStage, SevenAlwaysTimingOutPaymentsAndApproveBehindAllFinishThroughRunner) {
+  ManualClock clock;
+  AcquirerSimulator sim;
+  CountingAcquirer acq(sim);
+  auto cfg = fast_config();   // 30 ms timeout, 3 attempts; default breaker {5, 30 s, 1}
+  ProcessorStage processor(acq, clock, cfg);
+  CountingStage stage(processor);
+  testing::FakeStageLog log;
+  std::vector<Record> batch1;
+  for (int i = 0; i < 7; ++i) batch1.push_back(validated("T" + std::to_string(i), "tok_timeout", i));
+  batch1.push_back(validated("A0", "tok_approve", 7));
+  log.pending.push_back(batch1);
+  log.pending.push_back({validated("A1", "tok_approve", 8)});   // a later batch, behind them
+
+  RunnerOptions ro;
+  ro.poll_wait = 1ms;   // retry_backoff_max stays 2 s (virtual)
+  StageRunner runner("processor", {"tx.validated"}, log, stage, clock, ro);
+  const int64_t t0 = clock.now_ms();
+  runner.start();
+  const auto deadline = std::chrono::steady_clock::now() + 60s;   // wall time; a livelock never commits
+  while (log.commit_count() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  runner.stop();
+  ASSERT_EQ(log.commit_count(), 2u) << "batch never completed: livelock";
+  const int64_t elapsed_ms = clock.now_ms() - t0;
+
+  const auto& fx = log.commits[0].second;
+  ASSERT_EQ(fx.produce.size(), 8u);
+  for (int i = 0; i < 7; ++i) {
+    const std::string id = "T" + std::to_string(i);
+    EXPECT_EQ(fx.produce[i].key, id);
+    EXPECT_EQ(fx.produce[i].type, "payment.failed");
+    EXPECT_EQ(payment_of(fx.produce[i]).failure_code, "acquirer_timeout");
+    EXPECT_EQ(acq.calls(id), 3) << id << ": finished work was redone";
+  }
+  EXPECT_EQ(fx.produce[7].type, "payment.succeeded");
+  EXPECT_EQ(acq.calls("A0"), 1);   // memoized across the deferrals, never re-charged
+  ASSERT_EQ(log.commits[1].second.produce.size(), 1u);
+  EXPECT_EQ(log.commits[1].second.produce[0].type, "payment.succeeded");
+  EXPECT_EQ(processor.breaker().state(), CircuitBreaker::State::closed);
+  // Bounded: each half-open trial finished one timing-out payment, so at most 7 open
+  // periods for batch 1 and one more for the approve behind it (plus the runner's
+  // <= 2 s backoff overshoot and the backoff between attempts per period).
+  EXPECT_LE(elapsed_ms, 8 * (30'000 + 2'000 + 200));
+  EXPECT_GE(elapsed_ms, 7 * 30'000);   // it really went through the open periods
+  // Runner passes are bounded too (each pass while open waits >= 0..2 s; ~1 s average).
+  EXPECT_LE(stage.calls.load(), 8 * 200);
+}
+
+// The same at the stage level, deterministically: one half-open trial = one finished record.
+TEST(ProcessorStage, EachHalfOpenTrialFinishesOneRecordAndNothingIsRedone) {
+  ManualClock clock;
+  testing::FakeAcquirer acq;
+  acq.on_charge = [](const ChargeRequest& req, int) {
+    if (req.source == "tok_timeout") return Result<AcquirerResult>(Error::timeout("slow"));
+    return Result<AcquirerResult>(AcquirerResult{true, "", "ref"});
+  };
+  auto cfg = fast_config();
+  cfg.breaker = {2, 10s, 1};
+  cfg.concurrency = 1;   // deterministic order
+  ProcessorStage stage(acq, clock, cfg);
+  std::vector<Record> batch;
+  for (int i = 0; i < 4; ++i) batch.push_back(validated("T" + std::to_string(i), "tok_timeout", i));
+  batch.push_back(validated("A", "tok_approve", 4));
+  std::optional<Effects> done;
+  int passes = 0;
+  for (; passes < 20 && !done; ++passes) {
+    auto r = stage.handle(batch);
+    if (r.ok()) {
+      done = r.value();
+    } else {
+      EXPECT_EQ(r.error().code, "circuit_open");
+      clock.advance(10s);
+    }
+  }
+  ASSERT_TRUE(done.has_value());
+  // Pass 1: T0's 2nd attempt opens the breaker, so T0 (2 attempts spent) and the rest are
+  // deferred. Passes 2..5: each half-open trial finishes one T (T0 its last attempt, T1..T3
+  // all three), and each trial's timeout reopens the breaker, deferring the approve once
+  // more; pass 6: the approve is the trial and closes it.
+  EXPECT_EQ(passes, 6);
+  ASSERT_EQ(done->produce.size(), 5u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(payment_of(done->produce[i]).failure_code, "acquirer_timeout");
+    EXPECT_EQ(acq.charge_calls["T" + std::to_string(i)], 3);
+  }
+  EXPECT_EQ(done->produce[4].type, "payment.succeeded");
+  EXPECT_EQ(acq.charge_calls["A"], 1);
+}
+
+TEST(ProcessorStage, AmbiguousRefundTimeoutIsDeadLetteredNotFailed) {
+  ManualClock clock;
+  testing::FakeAcquirer acq;
+  acq.on_refund = [](const AcquirerRefundRequest&, int call) {
+    // The first call times out, the second is refused before any effect, the third times out.
+    if (call == 2) return Result<AcquirerResult>(Error::unavailable("x", "503"));
+    return Result<AcquirerResult>(Error::timeout("no answer"));
+  };
+  ProcessorStage stage(acq, clock, fast_config());
+  auto r = stage.handle({refund_requested("re_t", "pay_1", 3)});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->produce.empty()) << "no refund.failed: the reservation must stay held";
+  ASSERT_EQ(r->dead_letters.size(), 1u);
+  EXPECT_EQ(r->dead_letters[0].error, "refund outcome unknown after 3 attempts: acquirer timeout");
+  EXPECT_EQ(r->dead_letters[0].attempts, 3);
+  EXPECT_EQ(r->dead_letters[0].original.event.type, "refund.requested");
+  EXPECT_EQ(r->dead_letters[0].original.offset, 3);
+  EXPECT_EQ(acq.charge_calls["re_t"], 3);
+}
+
+TEST(ProcessorStage, ReplayedAmbiguousRefundCallsAcquirerAgainAndSucceeds) {
+  ManualClock clock;
+  testing::FakeAcquirer acq;
+  bool answering = false;
+  acq.on_refund = [&](const AcquirerRefundRequest&, int) {
+    if (!answering) return Result<AcquirerResult>(Error::timeout("no answer"));
+    return Result<AcquirerResult>(AcquirerResult{true, "", "rf"});
+  };
+  ProcessorStage stage(acq, clock, fast_config());
+  auto r1 = stage.handle({refund_requested("re_x", "pay_1", 3)});
+  ASSERT_TRUE(r1.ok());
+  ASSERT_EQ(r1->dead_letters.size(), 1u);
+  // `paystream dlq replay` appends the original event again: same event id, new offset.
+  answering = true;
+  auto r2 = stage.handle({refund_requested("re_x", "pay_1", 17)});
+  ASSERT_TRUE(r2.ok());
+  EXPECT_TRUE(r2->dead_letters.empty());
+  ASSERT_EQ(r2->produce.size(), 1u);
+  EXPECT_EQ(r2->produce[0].type, "refund.succeeded");
+  EXPECT_EQ(acq.charge_calls["re_x"], 4);
+}
+
+TEST(ProcessorStage, DefiniteRefundAnswersStillFail) {
+  ManualClock clock;
+  testing::FakeAcquirer acq;
+  acq.on_refund = [](const AcquirerRefundRequest& req, int) {
+    if (req.refund_id == "re_decl") return Result<AcquirerResult>(AcquirerResult{false, "amount_exceeds_charge", ""});
+    if (req.refund_id == "re_503") return Result<AcquirerResult>(Error::unavailable("x", "503"));
+    // A timeout first, then a definite decline: the decline is the answer.
+    static std::atomic<int> n{0};
+    if (n++ == 0) return Result<AcquirerResult>(Error::timeout("slow"));
+    return Result<AcquirerResult>(AcquirerResult{false, "charge_not_found", ""});
+  };
+  auto cfg = fast_config();
+  cfg.concurrency = 1;
+  ProcessorStage stage(acq, clock, cfg);
+  auto r = stage.handle({refund_requested("re_decl", "pay_a", 1), refund_requested("re_503", "pay_b", 2),
+                         refund_requested("re_late", "pay_c", 3)});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->dead_letters.empty());
+  ASSERT_EQ(r->produce.size(), 3u);
+  for (const auto& e : r->produce) EXPECT_EQ(e.type, "refund.failed");
+  EXPECT_EQ(refund_of(r->produce[0]).failure_code, "amount_exceeds_charge");
+  EXPECT_EQ(refund_of(r->produce[1]).failure_code, "acquirer_unavailable");   // refused before any effect
+  EXPECT_EQ(refund_of(r->produce[2]).failure_code, "charge_not_found");
+  EXPECT_EQ(acq.charge_calls["re_503"], 3);
+  EXPECT_EQ(acq.charge_calls["re_late"], 2);
+}
+
+TEST(ProcessorStage, AmbiguousRefundThroughRunnerCountsAsDeadLetter) {
+  ManualClock clock;
+  testing::FakeAcquirer acq;
+  acq.on_refund = [](const AcquirerRefundRequest&, int) { return Result<AcquirerResult>(Error::timeout("slow")); };
+  acq.on_charge = [](const ChargeRequest&, int) { return Result<AcquirerResult>(AcquirerResult{true, "", "r"}); };
+  ProcessorStage stage(acq, clock, fast_config());
+  testing::FakeStageLog log;
+  log.pending.push_back({validated("pay_z", "tok_approve", 0), refund_requested("re_z", "pay_z", 1)});
+  RunnerOptions ro;
+  ro.poll_wait = 1ms;
+  StageRunner runner("processor", {"tx.validated"}, log, stage, clock, ro);
+  auto& dl = metrics::registry().counter("paystream_dead_letters_total", "", {{"stage", "processor"}});
+  const double before = dl.value();
+  EXPECT_EQ(runner.run_once(), 2u);
+  ASSERT_EQ(log.commits.size(), 1u);
+  const auto& fx = log.commits[0].second;
+  ASSERT_EQ(fx.produce.size(), 1u);
+  EXPECT_EQ(fx.produce[0].type, "payment.succeeded");
+  ASSERT_EQ(fx.dead_letters.size(), 1u);
+  EXPECT_EQ(fx.dead_letters[0].original.event.key, "pay_z");
+  EXPECT_EQ(dl.value(), before + 1);   // the dead-letter alert series moves
+}
+
+// Defect 2 is documented, not changed: a batch is held by its slowest retry chain only,
+// ceil(slow keys / concurrency) chains deep, never by the sum of its calls.
+TEST(ProcessorStage, OneSlowRecordHoldsItsBatchOnlyForItsOwnRetryChain) {
+  ManualClock clock;   // backoff sleeps are virtual; the simulator's timeouts are real
+  AcquirerSimulator sim;
+  auto cfg = fast_config();   // 30 ms x 3 attempts
+  cfg.breaker = {1'000, 30s, 1};
+  ProcessorStage stage(sim, clock, cfg);
+  auto run = [&](int slow, int fast) {
+    std::vector<Record> batch;
+    for (int i = 0; i < slow; ++i) batch.push_back(validated("s" + std::to_string(slow) + "_" + std::to_string(i), "tok_timeout"));
+    for (int i = 0; i < fast; ++i) batch.push_back(validated("f" + std::to_string(slow) + "_" + std::to_string(i), "tok_approve"));
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = stage.handle(batch);
+    EXPECT_TRUE(r.ok());
+    if (r.ok()) {
+      EXPECT_EQ(r->produce.size(), size_t(slow + fast));
+    }
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  };
+  const auto one = run(1, 200);
+  EXPECT_GE(one, 90ms);    // the chain: 3 x 30 ms
+  EXPECT_LT(one, 1500ms);  // not 200 calls deep
+  const auto waves = run(40, 10);   // 40 slow keys over 32 threads: two chains deep
+  EXPECT_GE(waves, 180ms);
+  EXPECT_LT(waves, 2000ms);
 }
 
 }  // namespace

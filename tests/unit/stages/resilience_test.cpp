@@ -59,6 +59,20 @@ TEST(CircuitBreaker, HalfOpenTrialFailureReopensForAnotherFullPeriod) {
   EXPECT_FALSE(b.allow());
 }
 
+TEST(CircuitBreaker, AdmitTellsHalfOpenTrialFromNormalCall) {
+  using A = CircuitBreaker::Admission;
+  ManualClock clock;
+  CircuitBreaker b("dep_d", clock, {1, 1s, 1});
+  EXPECT_EQ(b.admit(), A::call);
+  b.on_failure();
+  EXPECT_EQ(b.admit(), A::denied);
+  clock.advance(1s);
+  EXPECT_EQ(b.admit(), A::trial);
+  EXPECT_EQ(b.admit(), A::denied);   // the single trial slot is taken
+  b.on_success();
+  EXPECT_EQ(b.admit(), A::call);
+}
+
 TEST(Backoff, DelaysStayWithinExponentialCeilingAndCap) {
   Backoff b({100ms, 1000ms, 5}, 7);
   EXPECT_EQ(b.ceiling(1), 100ms);
