@@ -117,6 +117,25 @@ bool is_json_content_type(std::optional<std::string_view> ct) {
   return iequals(v, "application/json");
 }
 
+// The `method` label of the HTTP metrics: a fixed set, so made-up methods cannot create
+// new series (the `route` label is a template or "unmatched").
+const char* method_label(std::string_view m) {
+  static constexpr const char* kKnown[] = {"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"};
+  for (const char* k : kKnown)
+    if (m == k) return k;
+  return "other";
+}
+
+// Query parameters each route accepts; anything else is 400 parameter_unknown.
+std::vector<std::string_view> allowed_query(RouteId id) {
+  switch (id) {
+    case RouteId::payments_list: return {"status", "limit", "starting_after"};
+    case RouteId::events_list: return {"limit", "starting_after"};
+    case RouteId::ledger_entries: return {"payment_id"};
+    default: return {};
+  }
+}
+
 metrics::Counter& idem_counter(const char* outcome) {
   return metrics::registry().counter("paystream_idempotency_total", "Idempotency outcomes", {{"outcome", outcome}});
 }
@@ -139,6 +158,33 @@ struct Api::Impl {
   std::unordered_map<std::string, Merchant> auth;
   // Unknown key hashes, remembered briefly so bogus keys do not each cost a store lookup.
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
+  // Global token bucket of store lookups that found no merchant (HttpRequest carries no
+  // peer address, so it cannot be per client). Tokens are only consumed by failures;
+  // while empty, every key missing from the auth cache answers 429 without a lookup.
+  struct FailureBucket {
+    std::mutex mu;
+    double tokens = -1;  // < 0: not started (full)
+    int64_t last_ms = 0;
+    void refill(int64_t now_ms, double rate, int64_t burst) {
+      double cap = double(std::max<int64_t>(1, burst));
+      if (tokens < 0) tokens = cap;
+      else if (now_ms > last_ms) tokens = std::min(cap, tokens + double(now_ms - last_ms) * std::max(0.0, rate) / 1000.0);
+      last_ms = std::max(last_ms, now_ms);
+    }
+    bool has_token(int64_t now_ms, double rate, int64_t burst) {
+      std::lock_guard lk(mu);
+      refill(now_ms, rate, burst);
+      return tokens + 1e-9 >= 1.0;
+    }
+    void consume(int64_t now_ms, double rate, int64_t burst) {
+      std::lock_guard lk(mu);
+      refill(now_ms, rate, burst);
+      tokens = std::max(0.0, tokens - 1.0);
+    }
+  } auth_failures;
+
+  // Serialises count-then-create of webhook endpoints (the per-merchant cap).
+  std::mutex endpoint_mu;
 
   // Prefer: wait waiters, keyed by payment id.
   struct Waiter {
@@ -146,10 +192,12 @@ struct Api::Impl {
     std::chrono::steady_clock::time_point deadline;
     Respond respond;  // already wrapped (metrics, headers)
     std::string body_202;
+    size_t bytes = 0;  // accounted in waiter_bytes
   };
   mutable std::mutex wmu;
   std::condition_variable wcv;
   std::unordered_multimap<std::string, Waiter> waiters;
+  size_t waiter_bytes = 0;  // with wmu; payload held by `waiters` (bounded by max_waiter_bytes)
   std::deque<std::string> ready_ids;
   bool wstop = false;
   std::thread wthread;
@@ -177,9 +225,10 @@ struct Api::Impl {
     std::string param;  // the {id} path segment
   };
 
-  Respond wrap(Respond raw, std::string route, std::string method,
+  Respond wrap(Respond raw, std::string route, std::string_view req_method,
                std::chrono::steady_clock::time_point start,
                std::shared_ptr<std::vector<std::pair<std::string, std::string>>> extra) {
+    std::string method = method_label(req_method);
     return [raw = std::move(raw), route = std::move(route), method = std::move(method), start,
             extra = std::move(extra)](HttpResponse r) {
       if (extra)
@@ -223,7 +272,7 @@ struct Api::Impl {
         r.headers.emplace_back("Allow", allow);
         return respond(std::move(r));
       }
-      Respond respond = wrap(std::move(raw), "unmatched", req.method.size() <= 10 ? req.method : "other", start, nullptr);
+      Respond respond = wrap(std::move(raw), "unmatched", req.method, start, nullptr);
       return respond(json_response(404, error_json("invalid_request_error", "route_not_found",
                                                     "no such route: " + req.path, "")));
     }
@@ -262,6 +311,12 @@ struct Api::Impl {
     } else {
       std::string hash = sha256_hex(*token);
       auto m = authenticate(hash);
+      if (!m && m.error().kind == ErrorKind::rate_limited) {
+        limited.inc();
+        HttpResponse r = json_response(429, error_json("rate_limit_error", "rate_limited", m.error().message, ""));
+        r.headers.emplace_back("Retry-After", "1");
+        return respond(std::move(r));
+      }
       if (!m) return fail(respond, m.error());
       if (!m.value()) return fail(respond, {ErrorKind::unauthorized, "unauthorized", "unknown API key", {}, false});
       ctx.merchant = std::move(*m.value());
@@ -284,6 +339,8 @@ struct Api::Impl {
         log::warn("rate limiter failed; allowing request", {{"error", dec.error().message}});
       }
     }
+
+    if (auto r = check_query_params(req.query, allowed_query(route.id)); !r) return fail(respond, r.error());
 
     if (req.method == "POST") {
       bool needs_body = route.id == RouteId::merchants_create || route.id == RouteId::payments_create ||
@@ -324,11 +381,15 @@ struct Api::Impl {
       auto neg = unknown_keys.find(hash);
       if (neg != unknown_keys.end() && neg->second > now) return std::optional<Merchant>();
     }
+    // A key in no cache costs a store read: refused while unknown keys are flooding in.
+    if (!auth_failures.has_token(d.clock.now_ms(), cfg.auth_failure_rate_per_s, cfg.auth_failure_burst))
+      return Error{ErrorKind::rate_limited, "rate_limited", "too many requests with unknown API keys; retry later", {}, true};
     auto m = d.merchants.find_merchant_by_key_hash(hash);
     if (!m) return m.error();
     if (m.value()) {
       remember(*m.value());
     } else {
+      auth_failures.consume(d.clock.now_ms(), cfg.auth_failure_rate_per_s, cfg.auth_failure_burst);
       std::unique_lock lk(auth_mu);
       if (unknown_keys.size() >= kMaxUnknownKeys) unknown_keys.clear();
       unknown_keys[hash] = now + kUnknownKeyTtl;
@@ -384,37 +445,75 @@ struct Api::Impl {
                                          "a request with this Idempotency-Key is still in flight", ""));
   }
 
+  // Ownership of an idempotency key taken with IdempotencyCache::begin: released with
+  // abandon() or finish(); if neither happened when the last holder lets go (an exception,
+  // a dropped store callback), the destructor abandons, so the key never answers 409 until
+  // the in-flight TTL. Call abandon()/finish() before answering: a retry must not race a
+  // late abandon that would free the retry's own claim.
+  struct IdemGuard {
+    IdempotencyCache& cache;
+    std::string merchant_id, key;
+    bool armed = true;
+    IdemGuard(IdempotencyCache& c, std::string m, std::string k)
+        : cache(c), merchant_id(std::move(m)), key(std::move(k)) {}
+    IdemGuard(const IdemGuard&) = delete;
+    IdemGuard& operator=(const IdemGuard&) = delete;
+    ~IdemGuard() {
+      if (!armed) return;
+      try {
+        cache.abandon(merchant_id, key);
+      } catch (...) {  // the in-flight TTL still frees the key
+      }
+    }
+    void abandon() {
+      if (!armed) return;
+      armed = false;
+      cache.abandon(merchant_id, key);
+    }
+    void finish(const IdempotencyRecord& rec, int64_t now_ms) {
+      armed = false;
+      cache.finish(rec, now_ms);
+    }
+  };
+  using IdemGuardPtr = std::shared_ptr<IdemGuard>;
+
   // Steps shared by payments and refunds: key check, fast cache, durable check.
-  // Returns true when the caller owns the key and should go on; otherwise it answered.
-  bool begin_idempotent(const std::string& merchant_id, const std::string& key, const std::string& fp,
-                        const Respond& respond) {
+  // Returns the key's guard when the caller owns the key and should go on; otherwise it
+  // answered and returns null.
+  IdemGuardPtr begin_idempotent(const std::string& merchant_id, const std::string& key, const std::string& fp,
+                                const Respond& respond) {
     auto b = d.idempotency.begin(merchant_id, key, fp, d.clock.now_ms());
     if (b) {
       if (b->state == IdempotencyCache::State::in_flight) {
         respond(b->fingerprint == fp ? in_use() : mismatch());
-        return false;
+        return nullptr;
       }
       if (b->state == IdempotencyCache::State::done) {
         if (b->fingerprint == fp && b->record) respond(replay(*b->record));
         else respond(mismatch());
-        return false;
+        return nullptr;
       }
+    } else if (b.error().code == "idempotency_cache_full") {
+      // Too much in flight for the cache's memory budget: a retryable 503, not a bypass.
+      fail(respond, b.error());
+      return nullptr;
     } else {
       log::warn("idempotency cache failed; using the durable store", {{"error", b.error().message}});
     }
+    auto guard = std::make_shared<IdemGuard>(d.idempotency, merchant_id, key);
     auto durable = d.intake.find_idempotency(merchant_id, key);
     if (!durable) {
-      d.idempotency.abandon(merchant_id, key);
+      guard->abandon();
       fail(respond, durable.error());
-      return false;
+      return nullptr;
     }
     if (durable.value()) {
       const IdempotencyRecord& rec = *durable.value();
-      d.idempotency.finish(rec, d.clock.now_ms());
+      guard->finish(rec, d.clock.now_ms());
       respond(rec.fingerprint == fp ? replay(rec) : mismatch());
-      return false;
+      return nullptr;
     }
-    return true;
+    return guard;
   }
 
   void create_payment(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
@@ -422,11 +521,12 @@ struct Api::Impl {
     if (!key) return fail(respond, key.error());
     const std::string& mid = ctx.merchant.id;
     std::string fp = request_fingerprint(req.method, req.path, req.body);
-    if (!begin_idempotent(mid, *key, fp, respond)) return;
+    IdemGuardPtr guard = begin_idempotent(mid, *key, fp, respond);
+    if (!guard) return;
 
     auto in = parse_payment_request(req.body, cfg.max_amount_minor, cfg.json_max_depth);
     if (!in) {
-      d.idempotency.abandon(mid, *key);
+      guard->abandon();
       return fail(respond, in.error());
     }
     int64_t now = d.clock.now_ms();
@@ -452,19 +552,19 @@ struct Api::Impl {
     std::optional<int64_t> wait_ms = parse_prefer_wait(req.header("Prefer"));
     int64_t wait = wait_ms ? std::min<int64_t>(*wait_ms, cfg.max_wait_ms) : 0;
     std::string k = *key;
-    d.intake.accept_payment(std::move(cmd), [this, respond, mid, k, fp, pid = p.id, tp, wait,
+    d.intake.accept_payment(std::move(cmd), [this, respond, guard, mid, k, fp, pid = p.id, tp, wait,
                                              body_202](Result<AcceptOutcome> r) {
       if (!r) {
-        d.idempotency.abandon(mid, k);
+        guard->abandon();
         return fail(respond, r.error());
       }
       if (!r->created) {
-        d.idempotency.finish(r->record, d.clock.now_ms());
+        guard->finish(r->record, d.clock.now_ms());
         return respond(r->record.fingerprint == fp ? replay(r->record) : mismatch());
       }
       IdempotencyRecord rec = r->record;
       if (rec.response_body.empty()) rec = IdempotencyRecord{mid, k, fp, 202, body_202, pid, d.clock.now_ms()};
-      d.idempotency.finish(rec, d.clock.now_ms());
+      guard->finish(rec, d.clock.now_ms());
       idem_counter("new").inc();
       accepted.inc();
       log::info("payment accepted", {{"payment_id", pid}, {"merchant_id", mid}, {"trace_id", log::trace_id_of(tp)}});
@@ -479,12 +579,16 @@ struct Api::Impl {
             const Respond& respond, const std::string& body_202) {
     {
       std::lock_guard lk(wmu);
-      if (waiters.size() >= cfg.max_waiters || wstop || draining.load()) {
+      // Fixed overhead per waiter: the map node, the Respond closure and the deadline.
+      size_t bytes = pid.size() + mid.size() + key.size() + fp.size() + body_202.size() + 512;
+      if (waiters.size() >= cfg.max_waiters || waiter_bytes + bytes > cfg.max_waiter_bytes || wstop ||
+          draining.load()) {
         respond(json_response(202, body_202));
         return;
       }
       waiters.emplace(pid, Waiter{mid, key, fp, std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms),
-                                  respond, body_202});
+                                  respond, body_202, bytes});
+      waiter_bytes += bytes;
       ready_ids.push_back(pid);  // first check: the payment may already be terminal
     }
     wcv.notify_all();
@@ -498,6 +602,7 @@ struct Api::Impl {
       std::lock_guard lk(wmu);
       for (auto& [id, w] : waiters) rest.push_back(std::move(w));
       waiters.clear();
+      waiter_bytes = 0;
     }
     for (auto& w : rest) w.respond(json_response(202, w.body_202));
   }
@@ -531,6 +636,7 @@ struct Api::Impl {
       auto now = std::chrono::steady_clock::now();
       for (auto it = waiters.begin(); it != waiters.end();) {
         if (it->second.deadline <= now) {
+          waiter_bytes -= it->second.bytes;
           expired.push_back(std::move(it->second));
           it = waiters.erase(it);
         } else {
@@ -546,6 +652,7 @@ struct Api::Impl {
     std::vector<Waiter> rest;
     for (auto& [id, w] : waiters) rest.push_back(std::move(w));
     waiters.clear();
+    waiter_bytes = 0;
     lk.unlock();
     for (auto& w : rest) w.respond(json_response(202, w.body_202));
   }
@@ -564,7 +671,10 @@ struct Api::Impl {
     {
       std::lock_guard lk(wmu);
       auto [b, e] = waiters.equal_range(pid);
-      for (auto it = b; it != e; ++it) done.push_back(std::move(it->second));
+      for (auto it = b; it != e; ++it) {
+        waiter_bytes -= it->second.bytes;
+        done.push_back(std::move(it->second));
+      }
       waiters.erase(b, e);
     }
     std::string body = payment_json(*p.value());
@@ -590,24 +700,25 @@ struct Api::Impl {
     if (!key) return fail(respond, key.error());
     const std::string& mid = ctx.merchant.id;
     std::string fp = request_fingerprint(req.method, req.path, req.body);
-    if (!begin_idempotent(mid, *key, fp, respond)) return;
+    IdemGuardPtr guard = begin_idempotent(mid, *key, fp, respond);
+    if (!guard) return;
     auto in = parse_refund_request(req.body, cfg.max_amount_minor, cfg.json_max_depth);
     if (!in) {
-      d.idempotency.abandon(mid, *key);
+      guard->abandon();
       return fail(respond, in.error());
     }
     auto pay = d.payments.get_payment(mid, ctx.param);
     if (!pay || !pay.value()) {
-      d.idempotency.abandon(mid, *key);
+      guard->abandon();
       return fail(respond, pay ? Error::not_found("no such payment: " + ctx.param) : pay.error());
     }
     const Payment& p = *pay.value();
     if (p.status != PaymentStatus::succeeded) {
-      d.idempotency.abandon(mid, *key);
+      guard->abandon();
       return fail(respond, Error::unprocessable("payment_not_succeeded", "only a succeeded payment can be refunded"));
     }
     if (in->amount_minor > 0 && in->amount_minor > p.amount_minor - p.amount_refunded_minor) {
-      d.idempotency.abandon(mid, *key);
+      guard->abandon();
       return fail(respond, Error::unprocessable("amount_exceeds_refundable",
                                                 "amount exceeds what is left to refund", "amount"));
     }
@@ -630,20 +741,20 @@ struct Api::Impl {
     cmd.render = [](const Refund& r) { return refund_json(r); };
     std::string k = *key;
     std::string fallback = cmd.record.response_body;
-    d.intake.accept_refund(std::move(cmd), [this, respond, mid, k, fp, fallback](Result<AcceptOutcome> r) {
+    d.intake.accept_refund(std::move(cmd), [this, respond, guard, mid, k, fp, fallback](Result<AcceptOutcome> r) {
       if (!r) {
-        d.idempotency.abandon(mid, k);
+        guard->abandon();
         return fail(respond, r.error());
       }
       if (!r->created) {
-        d.idempotency.finish(r->record, d.clock.now_ms());
+        guard->finish(r->record, d.clock.now_ms());
         return respond(r->record.fingerprint == fp ? replay(r->record) : mismatch());
       }
       IdempotencyRecord rec = r->record;
       if (rec.response_body.empty()) {
         rec.merchant_id = mid; rec.key = k; rec.fingerprint = fp; rec.http_status = 202; rec.response_body = fallback;
       }
-      d.idempotency.finish(rec, d.clock.now_ms());
+      guard->finish(rec, d.clock.now_ms());
       idem_counter("new").inc();
       respond(json_response(202, rec.response_body));
     });
@@ -658,7 +769,6 @@ struct Api::Impl {
   }
 
   void list_payments(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
-    if (auto r = check_query_params(req.query, {"status", "limit", "starting_after"}); !r) return fail(respond, r.error());
     std::optional<PaymentStatus> status;
     if (auto it = req.query.find("status"); it != req.query.end()) {
       status = parse_payment_status(it->second);
@@ -686,7 +796,6 @@ struct Api::Impl {
   }
 
   void balance(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
-    if (auto r = check_query_params(req.query, {}); !r) return fail(respond, r.error());
     auto b = d.payments.balances(ctx.merchant.id);
     if (!b) return fail(respond, b.error());
     std::string s = R"({"object":"balance","available":[)";
@@ -699,7 +808,6 @@ struct Api::Impl {
   }
 
   void ledger_entries(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
-    if (auto r = check_query_params(req.query, {"payment_id"}); !r) return fail(respond, r.error());
     auto it = req.query.find("payment_id");
     if (it == req.query.end() || it->second.empty())
       return fail(respond, Error::invalid("parameter_missing", "missing required parameter: payment_id", "payment_id"));
@@ -724,11 +832,19 @@ struct Api::Impl {
     e.secret = "whsec_" + base64_encode(random_bytes(32));
     e.enabled_events = in->enabled_events;
     e.created_ms = d.clock.now_ms();
-    if (auto r = d.endpoints.create_endpoint(e); !r) return fail(respond, r.error());
+    {
+      std::lock_guard lk(endpoint_mu);
+      auto existing = d.endpoints.list_endpoints(ctx.merchant.id);
+      if (!existing) return fail(respond, existing.error());
+      if (existing->size() >= cfg.max_endpoints_per_merchant)
+        return fail(respond, Error::unprocessable("endpoint_limit_reached",
+                                                  "at most " + std::to_string(cfg.max_endpoints_per_merchant) +
+                                                      " webhook endpoints per merchant; delete one first"));
+      if (auto r = d.endpoints.create_endpoint(e); !r) return fail(respond, r.error());
+    }
     respond(json_response(201, endpoint_json(e, true)));
   }
   void list_endpoints(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
-    if (auto r = check_query_params(req.query, {}); !r) return fail(respond, r.error());
     auto l = d.endpoints.list_endpoints(ctx.merchant.id);
     if (!l) return fail(respond, l.error());
     std::vector<std::string> items;
@@ -750,7 +866,6 @@ struct Api::Impl {
 
   // ---- events -------------------------------------------------------------------------
   void list_events(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
-    if (auto r = check_query_params(req.query, {"limit", "starting_after"}); !r) return fail(respond, r.error());
     auto page = parse_page(req.query);
     if (!page) return fail(respond, page.error());
     auto l = d.events.list_events(ctx.merchant.id, *page);

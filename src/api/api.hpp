@@ -29,6 +29,12 @@ struct ApiConfig {
   int max_wait_ms = 30000;                   // cap of Prefer: wait
   int json_max_depth = 32;
   size_t max_waiters = 10000;                // Prefer: wait requests parked at once; beyond: 202 now
+  size_t max_waiter_bytes = size_t(64) << 20; // payload bytes held by parked requests; beyond: 202 now
+  size_t max_endpoints_per_merchant = 16;    // the next create answers 422 endpoint_limit_reached
+  // Store lookups of API keys that are in no cache and turn out unknown: one global token
+  // bucket. While it is empty, keys missing from the auth cache answer 429 without a lookup.
+  double auth_failure_rate_per_s = 1000;
+  int64_t auth_failure_burst = 1000;
 };
 
 struct ApiDeps {

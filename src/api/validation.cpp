@@ -165,13 +165,14 @@ Result<MerchantInput> parse_merchant_request(std::string_view body, int max_dept
     if (auto* ps = ro.if_contains("per_second")) {
       double v = ps->is_int64() ? double(ps->get_int64()) : ps->is_uint64() ? double(ps->get_uint64())
                  : ps->is_double() ? ps->get_double() : -1;
-      if (!(v > 0) || !std::isfinite(v) || v > 1e9)
-        return bad("parameter_invalid", "rate_limit.per_second must be a number > 0", "rate_limit.per_second");
+      if (!(v >= kMinRatePerSecond) || !(v <= kMaxRatePerSecond))  // NaN fails both
+        return bad("parameter_invalid", "rate_limit.per_second must be a number from 0.001 to 1000000",
+                   "rate_limit.per_second");
       in.rate_per_s = v;
     }
     if (auto* b = ro.if_contains("burst")) {
-      if (!b->is_int64() || b->get_int64() < 1 || b->get_int64() > 1'000'000'000)
-        return bad("parameter_invalid", "rate_limit.burst must be an integer >= 1", "rate_limit.burst");
+      if (!b->is_int64() || b->get_int64() < 1 || b->get_int64() > kMaxRateBurst)
+        return bad("parameter_invalid", "rate_limit.burst must be an integer from 1 to 10000000", "rate_limit.burst");
       in.burst = b->get_int64();
     }
   }

@@ -25,6 +25,9 @@ inline constexpr size_t kMaxMetadataValueChars = 500;
 inline constexpr size_t kMaxMerchantNameChars = 200;
 inline constexpr size_t kMaxUrlChars = 2048;
 inline constexpr size_t kMaxEnabledEvents = 16;
+inline constexpr double kMinRatePerSecond = 0.001;   // merchant rate_limit.per_second range
+inline constexpr double kMaxRatePerSecond = 1e6;
+inline constexpr int64_t kMaxRateBurst = 10'000'000;  // merchant rate_limit.burst: 1 .. this
 inline constexpr int kDefaultPageLimit = 10;
 inline constexpr int kMaxPageLimit = 100;
 

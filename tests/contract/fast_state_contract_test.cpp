@@ -227,6 +227,76 @@ IdempotencyCacheFactory memory_idempotency_factory() {
 INSTANTIATE_TEST_SUITE_P(Adapters, IdempotencyCacheContract, ::testing::Values(memory_idempotency_factory()),
                          [](const ::testing::TestParamInfo<IdempotencyCacheFactory>& i) { return i.param.name; });
 
+// --- Memory budget -------------------------------------------------------------------
+// An adapter with a byte budget keeps its payload under it by forgetting finished entries;
+// a forgotten key must answer `started` (the caller then asks the durable store), never a
+// replay of some other record.
+
+struct BudgetedIdempotencyCacheFactory {
+  std::string name;
+  std::function<std::unique_ptr<IdempotencyCache>(std::chrono::milliseconds ttl, size_t max_bytes)> make;
+  std::function<size_t(IdempotencyCache&)> bytes;  // payload bytes the adapter holds now
+};
+inline void PrintTo(const BudgetedIdempotencyCacheFactory& f, std::ostream* os) { *os << f.name; }
+
+class IdempotencyCacheBudgetContract : public ::testing::TestWithParam<BudgetedIdempotencyCacheFactory> {};
+
+TEST_P(IdempotencyCacheBudgetContract, InsertingBeyondTheBudgetStaysUnderItAndEvictedKeysStartAgain) {
+  const size_t budget = 256 * 1024;
+  auto cache = GetParam().make(60'000ms, budget);
+  const std::string body_pad(1024, 'm');  // ~1 KiB bodies: 2000 of them are ~8x the budget
+  const int n = 2000;
+  for (int i = 0; i < n; ++i) {
+    const std::string key = "bk_" + std::to_string(i);
+    auto b = cache->begin("mer_budget", key, "fp_" + std::to_string(i), kT0 + i);
+    ASSERT_TRUE(b.ok()) << i << ": " << b.error().message;
+    ASSERT_EQ(b->state, State::started) << i;
+    IdempotencyRecord rec = record_for("mer_budget", key, "fp_" + std::to_string(i), kT0 + i);
+    rec.response_body += body_pad;
+    cache->finish(rec, kT0 + i);
+    ASSERT_LE(GetParam().bytes(*cache), budget) << "after " << i;
+  }
+  int started = 0, replayed = 0;
+  for (int i = 0; i < n; ++i) {
+    const std::string key = "bk_" + std::to_string(i);
+    auto b = cache->begin("mer_budget", key, "fp_" + std::to_string(i), kT0 + n + i);
+    ASSERT_TRUE(b.ok());
+    if (b->state == State::started) {
+      ++started;
+      EXPECT_FALSE(b->record.has_value());
+      cache->abandon("mer_budget", key);
+    } else {
+      ASSERT_EQ(b->state, State::done) << key;
+      ++replayed;
+      ASSERT_TRUE(b->record.has_value());
+      EXPECT_EQ(b->record->key, key);  // its own record, never another key's
+      EXPECT_EQ(b->fingerprint, "fp_" + std::to_string(i));
+      EXPECT_EQ(b->record->response_body.size(), record_for("mer_budget", key, "", 0).response_body.size() + 1024);
+    }
+  }
+  EXPECT_GT(started, n / 2);  // most were forgotten: 2000 KiB do not fit in 256 KiB
+  EXPECT_GT(replayed, 0);     // but the cache still holds what fits
+  EXPECT_LE(GetParam().bytes(*cache), budget);
+  // The oldest finished entry went first.
+  auto oldest = cache->begin("mer_budget", "bk_0", "fp_0", kT0 + 3 * n);
+  ASSERT_TRUE(oldest.ok());
+  EXPECT_EQ(oldest->state, State::started);
+}
+
+BudgetedIdempotencyCacheFactory memory_budgeted_idempotency_factory() {
+  return {"memory",
+          [](std::chrono::milliseconds ttl, size_t max_bytes) -> std::unique_ptr<IdempotencyCache> {
+            return std::make_unique<InMemoryIdempotencyCache>(ttl, 1'000'000, ttl, max_bytes);
+          },
+          [](IdempotencyCache& c) { return static_cast<InMemoryIdempotencyCache&>(c).bytes(); }};
+}
+
+INSTANTIATE_TEST_SUITE_P(Adapters, IdempotencyCacheBudgetContract,
+                         ::testing::Values(memory_budgeted_idempotency_factory()),
+                         [](const ::testing::TestParamInfo<BudgetedIdempotencyCacheFactory>& i) {
+                           return i.param.name;
+                         });
+
 // ======================================================================================
 // RateLimiter
 // ======================================================================================
@@ -383,6 +453,29 @@ TEST_P(RateLimiterContract, SixteenThreadsNeverGetMoreThanBurst) {
   });
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(granted.load(), burst);  // never more; and with no time passing, not fewer
+}
+
+TEST_P(RateLimiterContract, ExtremeRatesNeverOverflowTheReportedSeconds) {
+  // 1e-300 tokens/s: the true reset is ~1e300 s; it must be reported as a large positive
+  // number, not a wrapped negative one (double -> int64 overflow).
+  auto d = take("mer_tiny", 1e-300, 2, kT0);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 1);
+  EXPECT_GE(d.reset_s, 1'000'000);
+  take("mer_tiny", 1e-300, 2, kT0);
+  d = take("mer_tiny", 1e-300, 2, kT0 + 1);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_GE(d.retry_after_s, 1'000'000);
+  EXPECT_GE(d.reset_s, 1'000'000);
+  EXPECT_EQ(d.remaining, 0);
+  // The API's bounds ([0.001, 1e6] per second, burst up to 1e7) give exact answers.
+  d = take("mer_slowest", 0.001, 1, kT0);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.reset_s, 1000);
+  d = take("mer_fastest", 1e6, 10'000'000, kT0);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 9'999'999);
+  EXPECT_EQ(d.reset_s, 1);
 }
 
 RateLimiterFactory memory_rate_limiter_factory() {

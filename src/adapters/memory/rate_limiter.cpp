@@ -15,6 +15,16 @@ namespace {
 // honours Retry-After can be refused again at exactly the promised time.
 constexpr double kTokenEpsilon = 1e-9;
 
+// Seconds reported in headers are clamped to [0, kMaxReportedS] before the double -> int64
+// conversion (an out-of-range conversion is undefined behaviour; NaN maps to the maximum).
+constexpr int64_t kMaxReportedS = 1'000'000'000;  // ~31 years
+int64_t clamp_to(double v, int64_t hi) {
+  if (v != v || v >= double(hi)) return hi;  // double(hi) may round up: then v < 2^63 below
+  if (!(v > 0)) return 0;
+  return int64_t(v);
+}
+int64_t clamp_seconds(double s) { return clamp_to(s, kMaxReportedS); }
+
 double refilled(double tokens, int64_t last_ms, int64_t now_ms, double rate, int64_t burst) {
   int64_t elapsed = std::max<int64_t>(0, now_ms - last_ms);
   return std::min(double(burst), tokens + double(elapsed) * rate / 1000.0);
@@ -23,8 +33,8 @@ double refilled(double tokens, int64_t last_ms, int64_t now_ms, double rate, int
 
 Result<RateLimiter::Decision> InMemoryRateLimiter::take(const std::string& key, double rate_per_s,
                                                         int64_t burst, int64_t now_ms) {
-  if (!(rate_per_s > 0) || burst < 1)
-    return Error::invalid("rate_limit_invalid", "rate must be > 0 and burst >= 1");
+  if (!(rate_per_s > 0) || !std::isfinite(rate_per_s) || burst < 1)
+    return Error::invalid("rate_limit_invalid", "rate must be finite and > 0, and burst >= 1");
   Shard& s = shards_[std::hash<std::string>{}(key) % kShards];
   std::lock_guard lk(s.mu);
   auto it = s.map.find(key);
@@ -54,10 +64,10 @@ Result<RateLimiter::Decision> InMemoryRateLimiter::take(const std::string& key, 
     d.allowed = true;
   } else {
     d.allowed = false;
-    d.retry_after_s = std::max<int64_t>(1, int64_t(std::ceil((1.0 - b.tokens) / rate_per_s)));
+    d.retry_after_s = std::max<int64_t>(1, clamp_seconds(std::ceil((1.0 - b.tokens) / rate_per_s)));
   }
-  d.remaining = int64_t(std::floor(b.tokens + kTokenEpsilon));
-  d.reset_s = int64_t(std::ceil(std::max(0.0, double(burst) - b.tokens - kTokenEpsilon) / rate_per_s));
+  d.remaining = clamp_to(std::floor(b.tokens + kTokenEpsilon), burst);
+  d.reset_s = clamp_seconds(std::ceil(std::max(0.0, double(burst) - b.tokens - kTokenEpsilon) / rate_per_s));
   return d;
 }
 

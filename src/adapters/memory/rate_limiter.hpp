@@ -3,6 +3,9 @@
 // Thread-safety: thread-safe; 32 shards, each behind its own mutex.
 // Bounds: at most `max_buckets` buckets; when full, buckets that have refilled completely
 // (idle) are dropped — dropping a full bucket is loss-free — then arbitrary ones.
+// Inputs: rate_per_s must be finite and > 0, burst >= 1 (else Error::invalid). Reported
+// seconds (reset_s, retry_after_s) are clamped to [0, 1e9] before any double -> int64
+// conversion, so extreme rates (1e-300/s) never overflow.
 #pragma once
 #include <array>
 #include <cstddef>

@@ -557,3 +557,229 @@ TEST(ApiConcurrency, ManyThreadsSameKeyOnePayment) {
   EXPECT_EQ(other.load(), 0);
   EXPECT_EQ(h.s.events_out.size(), 1u);
 }
+
+// ---- review fixes -------------------------------------------------------------------
+
+TEST(ApiMetrics, MethodLabelIsAFixedSetAndRouteIsTemplateOrUnmatched) {
+  Harness h;
+  std::string key = h.merchant();
+  EXPECT_EQ(h.call("FOOBAR1", "/v1/payments").status, 405);             // known path, made-up method
+  EXPECT_EQ(h.call("BREW", "/no/such/route").status, 404);               // unknown path, short method
+  EXPECT_EQ(h.call("PROPFINDXYZ", "/healthz").status, 405);
+  EXPECT_EQ(h.call("PUT", "/v1/payments/pay_label_probe_1").status, 405);
+  std::string text = metrics::registry().render();
+  for (const char* bad : {"FOOBAR1", "BREW", "PROPFINDXYZ", "pay_label_probe_1", "/no/such/route"})
+    EXPECT_EQ(text.find(bad), std::string::npos) << bad;
+  EXPECT_NE(text.find(R"(route="unmatched",method="other",status="405")"), std::string::npos);
+  EXPECT_NE(text.find(R"(route="unmatched",method="other",status="404")"), std::string::npos);
+  EXPECT_NE(text.find(R"(route="unmatched",method="PUT",status="405")"), std::string::npos);
+
+  // 300 more made-up methods on both kinds of unmatched route add no series.
+  auto series = [](const std::string& t) {
+    size_t n = 0;
+    for (size_t pos = 0; (pos = t.find("\npaystream_http_", pos)) != std::string::npos; ++pos) ++n;
+    return n;
+  };
+  for (int i = 0; i < 150; ++i) {
+    h.call("M" + std::to_string(i), "/v1/payments");
+    h.call("X" + std::to_string(i), "/nowhere/" + std::to_string(i));
+  }
+  std::string after = metrics::registry().render();
+  EXPECT_EQ(series(after), series(text));
+  EXPECT_EQ(after.find("M149"), std::string::npos);
+  EXPECT_EQ(after.find("X149"), std::string::npos);
+}
+
+TEST(ApiMerchants, RateLimitBoundsAreValidated) {
+  Harness h;
+  auto create = [&](const std::string& rl) {
+    return h.call("POST", "/v1/merchants", R"({"name":"R","rate_limit":)" + rl + "}",
+                  {{"Authorization", "Bearer admin-secret"}, {"Content-Type", "application/json"}});
+  };
+  for (const char* bad : {R"({"per_second":1e-300})", R"({"per_second":0.0009})", R"({"per_second":1000000.5})",
+                          R"({"per_second":1e300})", R"({"per_second":"5"})"}) {
+    auto r = create(bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_EQ(err_code(r), "parameter_invalid") << bad;
+    EXPECT_EQ(err_param(r), "rate_limit.per_second") << bad;
+  }
+  for (const char* bad : {R"({"burst":0})", R"({"burst":10000001})", R"({"burst":1.5})"}) {
+    auto r = create(bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_EQ(err_param(r), "rate_limit.burst") << bad;
+  }
+  EXPECT_EQ(create(R"({"per_second":0.001,"burst":1})").status, 201);
+  EXPECT_EQ(create(R"({"per_second":1000000,"burst":10000000})").status, 201);
+  // The slowest allowed bucket reports sane headers.
+  std::string key = h.merchant("Slowest", nullptr, R"({"per_second":0.001,"burst":1})");
+  auto r = h.call("GET", "/v1/balance", "", Harness::auth(key));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(hdr(r, "RateLimit-Reset"), "1000");
+  r = h.call("GET", "/v1/balance", "", Harness::auth(key));
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(hdr(r, "Retry-After"), "1000");
+}
+
+TEST(ApiIdempotency, CacheBudgetFullAnswers503AndCreatesNothing) {
+  Harness h(test_config(), 32);  // 1 byte per shard: no in-flight entry ever fits
+  std::string key = h.merchant();
+  auto r = h.pay(key, "full", kPayBody);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(err_code(r), "unavailable");
+  EXPECT_EQ(hdr(r, "Retry-After"), "1");
+  EXPECT_TRUE(h.s.payments.empty());
+  EXPECT_TRUE(h.s.events_out.empty());
+  EXPECT_EQ(h.cache.bytes(), 0u);
+}
+
+TEST(ApiIdempotency, EvictedByBudgetReplaysFromTheDurableStore) {
+  // 200 bytes per shard: an in-flight entry (~100 B) fits, a finished one (~600 B) does not,
+  // so every finished entry is evicted at once and replays come from the durable record.
+  Harness h(test_config(), 32 * 200);
+  std::string key = h.merchant();
+  auto first = h.pay(key, "evicted", kPayBody);
+  ASSERT_EQ(first.status, 202) << first.body;
+  EXPECT_EQ(h.cache.size(), 0u);
+  EXPECT_LE(h.cache.bytes(), 32u * 200u);
+  auto again = h.pay(key, "evicted", kPayBody);
+  EXPECT_EQ(again.status, 202);
+  EXPECT_EQ(hdr(again, "Idempotent-Replayed"), "true");
+  EXPECT_EQ(again.body, first.body);
+  auto other = h.pay(key, "evicted", R"({"amount":1,"currency":"EUR","source":"tok_approve"})");
+  EXPECT_EQ(other.status, 422);
+  EXPECT_EQ(h.s.events_out.size(), 1u);
+}
+
+TEST(ApiIdempotency, ExceptionAfterBeginReleasesTheKey) {
+  Harness h;
+  std::string key = h.merchant();
+  h.s.throw_on_accept = true;
+  auto r = h.pay(key, "boom", kPayBody);
+  EXPECT_EQ(r.status, 500);
+  h.s.throw_on_accept = false;
+  r = h.pay(key, "boom", kPayBody);
+  EXPECT_EQ(r.status, 202) << r.body;  // not 409 idempotency_key_in_use for 5 minutes
+  EXPECT_FALSE(hdr(r, "Idempotent-Replayed"));
+
+  // The same for refunds.
+  h.s.settle_on_accept = true;
+  auto pay = h.pay(key, "to_refund", kPayBody);
+  ASSERT_EQ(pay.status, 202);
+  std::string pid(J(pay.body).at("id").as_string());
+  h.s.throw_on_accept = true;
+  auto refund = [&] {
+    return h.call("POST", "/v1/payments/" + pid + "/refunds", "{}", Harness::auth(key, {{"Idempotency-Key", "rf"}}));
+  };
+  EXPECT_EQ(refund().status, 500);
+  h.s.throw_on_accept = false;
+  r = refund();
+  EXPECT_EQ(r.status, 202) << r.body;
+}
+
+TEST(ApiEndpoints, AtMostSixteenPerMerchant) {
+  Harness h;
+  std::string key = h.merchant("A");
+  std::string other = h.merchant("B");
+  auto create = [&](const std::string& k) {
+    return h.call("POST", "/v1/webhook_endpoints", R"({"url":"http://127.0.0.1:9/hook"})", Harness::auth(k));
+  };
+  std::string first_id;
+  for (int i = 0; i < 16; ++i) {
+    auto r = create(key);
+    ASSERT_EQ(r.status, 201) << i << r.body;
+    if (i == 0) first_id = std::string(J(r.body).at("id").as_string());
+  }
+  auto r = create(key);
+  EXPECT_EQ(r.status, 422);
+  EXPECT_EQ(err_code(r), "endpoint_limit_reached");
+  EXPECT_EQ(h.s.endpoints.size(), 16u);
+  EXPECT_EQ(create(other).status, 201);  // per merchant
+  EXPECT_EQ(h.call("DELETE", "/v1/webhook_endpoints/" + first_id, "", Harness::auth(key)).status, 200);
+  EXPECT_EQ(create(key).status, 201);
+  ApiConfig c = test_config();
+  c.max_endpoints_per_merchant = 1;
+  Harness h2(c);
+  std::string k2 = h2.merchant();
+  EXPECT_EQ(h2.call("POST", "/v1/webhook_endpoints", R"({"url":"http://x/h"})", Harness::auth(k2)).status, 201);
+  EXPECT_EQ(h2.call("POST", "/v1/webhook_endpoints", R"({"url":"http://x/h"})", Harness::auth(k2)).status, 422);
+}
+
+TEST(ApiQuery, UnknownQueryParametersRejectedOnEveryRoute) {
+  Harness h;
+  std::string key = h.merchant();
+  auto expect_unknown = [](const HttpResponse& r, const std::string& what) {
+    EXPECT_EQ(r.status, 400) << what << " " << r.body;
+    if (r.status == 400) {
+      EXPECT_EQ(err_code(r), "parameter_unknown") << what;
+      EXPECT_EQ(err_param(r), "x") << what;
+    }
+  };
+  expect_unknown(h.call("POST", "/v1/payments?x=1", kPayBody, Harness::auth(key, {{"Idempotency-Key", "q"}})),
+                 "create payment");
+  // The key was not consumed by the refused request.
+  auto ok = h.pay(key, "q", kPayBody);
+  EXPECT_EQ(ok.status, 202);
+  EXPECT_FALSE(hdr(ok, "Idempotent-Replayed"));
+  std::string pid(J(ok.body).at("id").as_string());
+  expect_unknown(h.call("POST", "/v1/merchants?x=1", R"({"name":"n"})",
+                        {{"Authorization", "Bearer admin-secret"}, {"Content-Type", "application/json"}}),
+                 "create merchant");
+  expect_unknown(h.call("POST", "/v1/payments/" + pid + "/refunds?x=1", "{}",
+                        Harness::auth(key, {{"Idempotency-Key", "rq"}})),
+                 "create refund");
+  expect_unknown(h.call("POST", "/v1/webhook_endpoints?x=", R"({"url":"http://x/h"})", Harness::auth(key)),
+                 "create endpoint");
+  expect_unknown(h.call("DELETE", "/v1/webhook_endpoints/we_1?x=1", "", Harness::auth(key)), "delete endpoint");
+  expect_unknown(h.call("POST", "/v1/events/evt_1/redeliver?x=1", "", Harness::auth(key)), "redeliver");
+  expect_unknown(h.call("GET", "/v1/payments/" + pid + "?x=1", "", Harness::auth(key)), "get payment");
+  expect_unknown(h.call("GET", "/v1/payments?x=1", "", Harness::auth(key)), "list payments");
+  EXPECT_EQ(h.s.endpoints.size(), 0u);
+  EXPECT_EQ(h.call("GET", "/v1/payments?limit=1", "", Harness::auth(key)).status, 200);
+}
+
+TEST(ApiAuth, UnknownKeyFloodIs429WithoutStoreLookups) {
+  ApiConfig c = test_config();
+  c.auth_failure_rate_per_s = 1;
+  c.auth_failure_burst = 3;
+  Harness h(c);
+  std::string key = h.merchant();
+  int lookups = h.s.key_hash_lookups;
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_bogus_" + std::to_string(i))).status, 401);
+  EXPECT_EQ(h.s.key_hash_lookups, lookups + 3);
+  for (int i = 3; i < 50; ++i) {
+    auto r = h.call("GET", "/v1/balance", "", Harness::auth("sk_bogus_" + std::to_string(i)));
+    ASSERT_EQ(r.status, 429) << i;
+    EXPECT_EQ(err_code(r), "rate_limited");
+    EXPECT_EQ(hdr(r, "Retry-After"), "1");
+  }
+  EXPECT_EQ(h.s.key_hash_lookups, lookups + 3);  // the flood never reached the store
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth(key)).status, 200);  // cached keys unaffected
+  h.clock.advance(1s);  // one token back
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_bogus_new")).status, 401);
+  EXPECT_EQ(h.s.key_hash_lookups, lookups + 4);
+  EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_bogus_newer")).status, 429);
+}
+
+TEST(ApiPreferWait, ParkedBytesAreBounded) {
+  ApiConfig c = test_config();
+  c.max_waiter_bytes = 1500;  // one parked payment (~900 B accounted) fits, two do not
+  Harness h(c);
+  std::string key = h.merchant();
+  auto fut = h.call_async("POST", "/v1/payments", kPayBody,
+                          Harness::auth(key, {{"Idempotency-Key", "p1"}, {"Prefer", "wait=30000"}}));
+  EXPECT_EQ(fut.wait_for(100ms), std::future_status::timeout);
+  EXPECT_EQ(h.api->waiting(), 1u);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = h.pay(key, "p2", kPayBody, {{"Prefer", "wait=30000"}});
+  EXPECT_EQ(r.status, 202);  // answered at once: no room to park
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_EQ(h.api->waiting(), 1u);
+  h.api->set_draining(true);  // releases the first waiter and its bytes
+  ASSERT_EQ(fut.wait_for(2s), std::future_status::ready);
+  h.api->set_draining(false);
+  auto fut3 = h.call_async("POST", "/v1/payments", kPayBody,
+                           Harness::auth(key, {{"Idempotency-Key", "p3"}, {"Prefer", "wait=30000"}}));
+  EXPECT_EQ(fut3.wait_for(100ms), std::future_status::timeout);
+  EXPECT_EQ(h.api->waiting(), 1u);
+}

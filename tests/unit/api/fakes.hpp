@@ -2,6 +2,7 @@
 // have their own contract tests). Thread-safe via one mutex. Async callbacks run inline
 // unless `defer_accepts` is set, in which case they wait in `deferred` until released.
 #pragma once
+#include <stdexcept>
 #include <algorithm>
 #include <deque>
 #include <functional>
@@ -32,6 +33,7 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
   bool hide_from_find = false;    // find_idempotency answers "none" (simulates a race)
   bool settle_on_accept = false;  // accepted payments become succeeded at once
   bool defer_accepts = false;
+  bool throw_on_accept = false;   // accept_* throw (a bug after the key was taken)
   std::deque<std::function<void()>> deferred;
 
   void release_deferred() {
@@ -55,6 +57,7 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
 
   // IntakeStore
   void accept_payment(AcceptPayment cmd, AcceptCallback cb) override {
+    if (throw_on_accept) throw std::runtime_error("accept_payment blew up");
     run([this, cmd = std::move(cmd), cb = std::move(cb)]() mutable {
       Result<AcceptOutcome> out = Error::unavailable("unavailable", "store down");
       {
@@ -77,6 +80,7 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
     });
   }
   void accept_refund(AcceptRefund cmd, AcceptCallback cb) override {
+    if (throw_on_accept) throw std::runtime_error("accept_refund blew up");
     run([this, cmd = std::move(cmd), cb = std::move(cb)]() mutable {
       Result<AcceptOutcome> out = Error::unavailable("unavailable", "store down");
       {

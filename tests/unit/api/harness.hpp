@@ -45,7 +45,9 @@ struct Harness {
   ManualClock clock;
   std::unique_ptr<Api> api;
 
-  explicit Harness(ApiConfig cfg = test_config()) {
+  explicit Harness(ApiConfig cfg = test_config(),
+                   size_t cache_max_bytes = InMemoryIdempotencyCache::kDefaultMaxBytes)
+      : cache(std::chrono::hours(24), 1'000'000, std::chrono::minutes(5), cache_max_bytes) {
     api = std::make_unique<Api>(ApiDeps{s, s, s, s, s, s, cache, rl, clock}, cfg);
     api->set_ready(true);
   }

@@ -3,6 +3,10 @@
 #include "adapters/memory/idempotency_cache.hpp"
 #include "adapters/memory/rate_limiter.hpp"
 
+#include <cmath>
+#include <limits>
+#include <vector>
+
 using namespace ps;
 using namespace std::chrono_literals;
 
@@ -85,4 +89,66 @@ TEST(InMemoryRateLimiter, TokenBucketDecisions) {
 TEST(InMemoryRateLimiter, BoundedBuckets) {
   InMemoryRateLimiter rl(64);
   for (int i = 0; i < 5000; ++i) EXPECT_TRUE(rl.take("k" + std::to_string(i), 1, 1, 0)->allowed);
+}
+
+TEST(InMemoryIdempotencyCache, ByteBudgetEvictsFinishedNeverInFlight) {
+  const size_t budget = 32 * 1000;  // 1000 bytes per shard
+  InMemoryIdempotencyCache c(std::chrono::hours(1), 1'000'000, std::chrono::minutes(5), budget);
+  // In-flight entries (~90 B each) until the budget refuses one.
+  std::vector<std::string> in_flight;
+  bool refused = false;
+  for (int i = 0; i < 2000 && !refused; ++i) {
+    std::string k = "if" + std::to_string(i);
+    auto b = c.begin("mer", k, std::string(64, 'f'), 0);
+    if (!b.ok()) {
+      refused = true;
+      EXPECT_EQ(b.error().kind, ErrorKind::unavailable);
+      EXPECT_EQ(b.error().code, "idempotency_cache_full");
+      EXPECT_TRUE(b.error().retryable);
+    } else {
+      ASSERT_EQ(b->state, IdempotencyCache::State::started);
+      in_flight.push_back(k);
+    }
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_LE(c.bytes(), budget);
+  // Finished entries with big bodies: they are evicted, the in-flight ones stay.
+  for (int i = 0; i < 200; ++i) {
+    IdempotencyRecord r{"mer", "big" + std::to_string(i), "fp", 202, std::string(300, 'b'), "pay", 0};
+    c.finish(r, 1);
+    EXPECT_LE(c.bytes(), budget);
+  }
+  for (const auto& k : in_flight) EXPECT_EQ(c.begin("mer", k, "other", 2)->state, IdempotencyCache::State::in_flight) << k;
+  // Abandoning frees room: a begin that was refused now succeeds somewhere.
+  for (const auto& k : in_flight) c.abandon("mer", k);
+  EXPECT_EQ(c.bytes() <= budget, true);
+  EXPECT_EQ(c.begin("mer", "after", std::string(64, 'f'), 3)->state, IdempotencyCache::State::started);
+  // Expired/abandoned entries give their bytes back.
+  size_t before = c.bytes();
+  c.abandon("mer", "after");
+  EXPECT_LT(c.bytes(), before);
+}
+
+TEST(InMemoryRateLimiter, ExtremeRatesAreClampedNotOverflowed) {
+  InMemoryRateLimiter rl;
+  auto d = rl.take("tiny", 1e-300, 5, 0);
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->allowed);
+  EXPECT_EQ(d->remaining, 4);
+  EXPECT_EQ(d->reset_s, 1'000'000'000);  // clamped, not INT64_MIN
+  auto one = rl.take("one", 1e-300, 1, 0);
+  ASSERT_TRUE(one.ok());
+  d = rl.take("one", 1e-300, 1, 0);
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allowed);
+  EXPECT_EQ(d->retry_after_s, 1'000'000'000);
+  EXPECT_EQ(d->reset_s, 1'000'000'000);
+  // A huge rate and a huge burst stay in range too.
+  d = rl.take("huge", 1e300, std::numeric_limits<int64_t>::max(), 0);
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->allowed);
+  EXPECT_GE(d->remaining, 0);
+  EXPECT_GE(d->reset_s, 0);
+  EXPECT_FALSE(rl.take("inf", std::numeric_limits<double>::infinity(), 1, 0).ok());
+  EXPECT_FALSE(rl.take("nan", std::nan(""), 1, 0).ok());
 }
