@@ -516,13 +516,32 @@ struct Api::Impl {
     return guard;
   }
 
-  void create_payment(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+  // The prologue of every idempotent create: validates the Idempotency-Key, fingerprints
+  // the request and claims the key. nullopt: the request was already answered.
+  struct IdempotentStart {
+    IdemGuardPtr guard;
+    std::string key;
+    std::string fingerprint;
+  };
+  std::optional<IdempotentStart> start_idempotent(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
     auto key = validate_idempotency_key(req.header("Idempotency-Key"));
-    if (!key) return fail(respond, key.error());
-    const std::string& mid = ctx.merchant.id;
+    if (!key) {
+      fail(respond, key.error());
+      return std::nullopt;
+    }
     std::string fp = request_fingerprint(req.method, req.path, req.body);
-    IdemGuardPtr guard = begin_idempotent(mid, *key, fp, respond);
-    if (!guard) return;
+    IdemGuardPtr guard = begin_idempotent(ctx.merchant.id, *key, fp, respond);
+    if (!guard) return std::nullopt;
+    return IdempotentStart{std::move(guard), std::move(key.value()), std::move(fp)};
+  }
+
+  void create_payment(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    auto start = start_idempotent(ctx, req, respond);
+    if (!start) return;
+    const std::string& mid = ctx.merchant.id;
+    const std::string& key = start->key;
+    const std::string& fp = start->fingerprint;
+    IdemGuardPtr& guard = start->guard;
 
     auto in = parse_payment_request(req.body, cfg.max_amount_minor, cfg.json_max_depth);
     if (!in) {
@@ -531,9 +550,9 @@ struct Api::Impl {
     }
     int64_t now = d.clock.now_ms();
     Payment p;
-    p.id = payment_id_for(mid, *key);
+    p.id = payment_id_for(mid, key);
     p.merchant_id = mid;
-    p.idempotency_key = *key;
+    p.idempotency_key = key;
     p.amount_minor = in->amount_minor;
     p.currency = in->currency;
     p.source = in->source;
@@ -545,13 +564,13 @@ struct Api::Impl {
     std::string tp = traceparent_of(req);
     AcceptPayment cmd;
     cmd.initiated = make_payment_event(p, event_types::payment_initiated, kGatewaySource, now, tp);
-    cmd.record = IdempotencyRecord{mid, *key, fp, 202, payment_json(p), p.id, now};
+    cmd.record = IdempotencyRecord{mid, key, fp, 202, payment_json(p), p.id, now};
     cmd.payment = p;
     std::string body_202 = cmd.record.response_body;
 
     std::optional<int64_t> wait_ms = parse_prefer_wait(req.header("Prefer"));
     int64_t wait = wait_ms ? std::min<int64_t>(*wait_ms, cfg.max_wait_ms) : 0;
-    std::string k = *key;
+    std::string k = key;
     d.intake.accept_payment(std::move(cmd), [this, respond, guard, mid, k, fp, pid = p.id, tp, wait,
                                              body_202](Result<AcceptOutcome> r) {
       if (!r) {
@@ -696,12 +715,12 @@ struct Api::Impl {
 
   // ---- refunds ------------------------------------------------------------------------
   void create_refund(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
-    auto key = validate_idempotency_key(req.header("Idempotency-Key"));
-    if (!key) return fail(respond, key.error());
+    auto start = start_idempotent(ctx, req, respond);
+    if (!start) return;
     const std::string& mid = ctx.merchant.id;
-    std::string fp = request_fingerprint(req.method, req.path, req.body);
-    IdemGuardPtr guard = begin_idempotent(mid, *key, fp, respond);
-    if (!guard) return;
+    const std::string& key = start->key;
+    const std::string& fp = start->fingerprint;
+    IdemGuardPtr& guard = start->guard;
     auto in = parse_refund_request(req.body, cfg.max_amount_minor, cfg.json_max_depth);
     if (!in) {
       guard->abandon();
@@ -724,10 +743,10 @@ struct Api::Impl {
     }
     int64_t now = d.clock.now_ms();
     Refund rf;
-    rf.id = refund_id_for(mid, *key);
+    rf.id = refund_id_for(mid, key);
     rf.payment_id = p.id;
     rf.merchant_id = mid;
-    rf.idempotency_key = *key;
+    rf.idempotency_key = key;
     rf.amount_minor = in->amount_minor;  // 0 = all refundable, resolved by the store
     rf.currency = p.currency;
     rf.status = RefundStatus::processing;
@@ -737,9 +756,9 @@ struct Api::Impl {
     AcceptRefund cmd;
     cmd.refund = rf;
     cmd.requested = make_refund_event(rf, event_types::refund_requested, kGatewaySource, now, tp);
-    cmd.record = IdempotencyRecord{mid, *key, fp, 202, refund_json(rf), rf.id, now};
+    cmd.record = IdempotencyRecord{mid, key, fp, 202, refund_json(rf), rf.id, now};
     cmd.render = [](const Refund& r) { return refund_json(r); };
-    std::string k = *key;
+    std::string k = key;
     std::string fallback = cmd.record.response_body;
     d.intake.accept_refund(std::move(cmd), [this, respond, guard, mid, k, fp, fallback](Result<AcceptOutcome> r) {
       if (!r) {
