@@ -11,6 +11,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   python3 curl
   prometheus
+  librdkafka-dev libpq-dev libhiredis-dev
+  postgresql-15 postgresql-client-15 redis-server redis-tools
+  openjdk-17-jre-headless maven
 )
 
 missing=()

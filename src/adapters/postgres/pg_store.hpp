@@ -1,0 +1,144 @@
+// PostgreSQL adapter (libpq): the durable store of the distributed shape. This header is
+// free of libpq includes.
+//
+// PgStore implements every durable-store port plus PositionSink:
+// * Intake: accept_payment/accept_refund commit payment (or refund), idempotency record and
+//   an outbox row with the event in one transaction (group-committed: many requests share
+//   one transaction, each under a savepoint), then hand the events to the EventPublisher;
+//   the caller's callback runs once the publisher answered (ok or not). The outbox row is
+//   deleted when the publish succeeded; the relay (relay_interval_ms > 0) re-publishes rows
+//   older than relay_after_ms (FOR UPDATE SKIP LOCKED, so several gateways may relay).
+//   Refunds lock the payment row (SELECT ... FOR UPDATE) so concurrent refunds never exceed
+//   what was captured.
+// * Unique constraints make duplicates impossible at the database level: payments and
+//   refunds UNIQUE(merchant_id, idempotency_key); journal entries UNIQUE(payment_id) for
+//   settlements and UNIQUE(refund_id) for reversals; CHECK amount_refunded <= amount.
+// * DeliveryStore::record_attempt with a dead letter writes the letter to the outbox in the
+//   same transaction (published to tx.dlq by the relay path).
+// * PositionSink: outcomes, merchant events and deliveries plus consumer positions
+//   (table consumer_positions(group, topic, partition, next_offset)) in one transaction;
+//   after commit, payments that changed are passed to the payment-change listener and their
+//   ids announced with NOTIFY paystream_terminal (terminal ones).
+// Pool: bounded connections (pool_size); metrics paystream_db_pool_size, _in_use,
+//   paystream_db_pool_wait_seconds (histogram), paystream_db_tx_seconds.
+// Schema: created by migrate() (versioned, idempotent; table schema_migrations); the
+//   store refuses to open on a database whose version is older than the binary's.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "ports/clock.hpp"
+#include "ports/event_log.hpp"
+#include "ports/event_publisher.hpp"
+#include "ports/position_sink.hpp"
+#include "ports/stores.hpp"
+
+namespace ps {
+
+struct PgOptions {
+  std::string url;                 // libpq conninfo or postgresql:// URL
+  std::string schema;              // empty: public; tests use a fresh schema each
+  size_t pool_size = 8;
+  int connect_timeout_ms = 3000;
+  int statement_timeout_ms = 5000;
+  int pool_wait_timeout_ms = 2000; // waiting for a free connection longer fails (unavailable)
+  size_t max_batch = 256;          // intake writes per group-committed transaction
+  int relay_interval_ms = 0;       // 0: no outbox relay in this process
+  int relay_after_ms = 5000;
+  bool listen_terminal = false;    // LISTEN paystream_terminal for set_terminal_listener
+};
+
+// Applies the schema migrations up to the binary's version. Idempotent; safe to run
+// concurrently (advisory lock). Returns the version now in place.
+Result<int> pg_migrate(const std::string& url, const std::string& schema = "");
+int pg_schema_version();  // the version this binary expects
+
+class PgStore final : public IntakeStore,
+                      public PaymentQueries,
+                      public MerchantStore,
+                      public EndpointStore,
+                      public EventQueries,
+                      public DeliveryStore,
+                      public PositionSink {
+ public:
+  static Result<std::unique_ptr<PgStore>> open(const PgOptions& opts, const Clock& clock,
+                                               EventPublisher& publisher);
+  ~PgStore() override;
+
+  // IntakeStore
+  void accept_payment(AcceptPayment cmd, AcceptCallback cb) override;
+  void accept_refund(AcceptRefund cmd, AcceptCallback cb) override;
+  void update_idempotent_response(const std::string& merchant_id, const std::string& key,
+                                  int http_status, std::string body,
+                                  std::function<void(Result<void>)> cb) override;
+  Result<std::optional<IdempotencyRecord>> find_idempotency(const std::string& merchant_id,
+                                                            const std::string& key) override;
+  // PaymentQueries
+  Result<std::optional<Payment>> get_payment(const std::string& merchant_id,
+                                             const std::string& payment_id) override;
+  Result<std::vector<Payment>> list_payments(const std::string& merchant_id,
+                                             std::optional<PaymentStatus> status,
+                                             const Page& page) override;
+  Result<std::optional<Refund>> get_refund(const std::string& merchant_id,
+                                           const std::string& refund_id) override;
+  Result<std::vector<Balance>> balances(const std::string& merchant_id) override;
+  Result<std::vector<JournalEntry>> entries_for_payment(const std::string& merchant_id,
+                                                        const std::string& payment_id) override;
+  // MerchantStore
+  Result<void> create_merchant(const Merchant& m) override;
+  Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& key_hash) override;
+  Result<std::vector<Merchant>> all_merchants() override;
+  // EndpointStore
+  Result<void> create_endpoint(const WebhookEndpoint& e) override;
+  Result<std::vector<WebhookEndpoint>> list_endpoints(const std::string& merchant_id) override;
+  Result<std::optional<WebhookEndpoint>> get_endpoint(const std::string& merchant_id,
+                                                      const std::string& endpoint_id) override;
+  Result<bool> delete_endpoint(const std::string& merchant_id, const std::string& endpoint_id) override;
+  // EventQueries
+  Result<std::vector<MerchantEvent>> list_events(const std::string& merchant_id, const Page& page) override;
+  Result<std::optional<MerchantEvent>> get_event(const std::string& merchant_id,
+                                                 const std::string& event_id) override;
+  // DeliveryStore
+  Result<std::vector<WebhookEndpoint>> endpoints_for(const std::string& merchant_id) override;
+  Result<std::vector<DueDelivery>> due_deliveries(int64_t now_ms, size_t max) override;
+  Result<void> record_attempt(const WebhookDelivery& updated, std::optional<DeadLetter> dead_letter) override;
+  Result<bool> redeliver(const std::string& merchant_id, const std::string& event_id, int64_t now_ms) override;
+  // PositionSink
+  Result<void> apply(const std::string& group, const std::vector<Record>& consumed,
+                     const Effects& effects) override;
+  Result<std::map<TopicPartition, int64_t>> positions(const std::string& group) override;
+
+  // Prefer: wait support: called (on a listener thread) with ids of payments that became
+  // terminal, from LISTEN/NOTIFY (requires listen_terminal). Set before traffic starts.
+  void set_terminal_listener(std::function<void(const std::vector<std::string>&)> fn);
+  // Write-through hook for the payment status cache: called after a commit with every
+  // payment whose row changed (accepted, terminal, refunded). Set before traffic starts.
+  void set_payment_change_listener(std::function<void(const std::vector<Payment>&)> fn);
+
+  // Re-publishes outbox rows older than relay_after_ms; returns how many were published.
+  Result<size_t> relay_outbox_once();
+  // Dead-letter replay bookkeeping: true if `position` was not marked before (now marked).
+  Result<bool> mark_dead_letter_replayed(int64_t position, int64_t now_ms);
+  Result<void> unmark_dead_letter_replayed(int64_t position);
+  Result<bool> dead_letter_replayed(int64_t position);
+
+  // Reconciliation and tests: plain counts over the ledger.
+  struct Totals {
+    int64_t payments = 0, processing = 0, succeeded = 0, failed = 0;
+    int64_t settlements = 0, unbalanced_entries = 0, outbox_pending = 0;
+  };
+  Result<Totals> totals();
+
+  struct Impl;
+ private:
+  explicit PgStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ps
