@@ -49,48 +49,73 @@ Result<void> ServeConfig::validate() const {
   return ok();
 }
 
-void add_serve_options(CLI::App& c, ServeConfig& s) {
-  auto opt = [&](const std::string& flag, auto& var, const std::string& help) {
-    std::string env = "PAYSTREAM_";
-    for (char ch : flag.substr(2)) env += ch == '-' ? '_' : char(std::toupper(ch));
-    return c.add_option(flag, var, help)->envname(env)->capture_default_str();
-  };
-  opt("--listen", s.listen, "HOST:PORT to listen on (port 0 picks a free port)");
-  opt("--data-dir", s.data_dir, "directory of the SQLite databases and admin.key");
-  opt("--http-threads", s.http_threads, "HTTP I/O threads");
+namespace {
+// Registers `flag` with the environment variable PAYSTREAM_<FLAG> as fallback.
+template <class T>
+CLI::Option* opt(CLI::App& c, const std::string& flag, T& var, const std::string& help) {
+  return c.add_option(flag, var, help)->envname(env_name_for(flag))->capture_default_str();
+}
+}  // namespace
+
+std::string env_name_for(const std::string& flag) {
+  std::string env = "PAYSTREAM_";
+  for (char ch : flag.substr(2)) env += ch == '-' ? '_' : char(std::toupper(ch));
+  return env;
+}
+
+void add_http_options(CLI::App& c, ServeConfig& s) {
+  opt(c, "--listen", s.listen, "HOST:PORT to listen on (port 0 picks a free port)");
+  opt(c, "--http-threads", s.http_threads, "HTTP I/O threads");
   c.add_flag("--reuse-port", s.reuse_port, "set SO_REUSEPORT so several processes share the port")->envname("PAYSTREAM_REUSE_PORT");
-  opt("--body-limit-bytes", s.body_limit_bytes, "largest request body (413 above)");
-  opt("--header-limit-bytes", s.header_limit_bytes, "largest request header block (431 above)");
-  opt("--request-timeout-ms", s.request_timeout_ms, "a request must arrive completely within this (408)");
-  opt("--idle-timeout-ms", s.idle_timeout_ms, "idle keep-alive connections close after this");
-  opt("--shutdown-timeout-ms", s.shutdown_timeout_ms, "SIGTERM: longest wait for in-flight requests");
-  opt("--max-amount-minor", s.max_amount_minor, "largest payment amount in minor units");
-  opt("--rate-limit-per-s", s.rate_limit_per_s, "default token-bucket rate per API key");
-  opt("--rate-limit-burst", s.rate_limit_burst, "default token-bucket burst per API key");
-  opt("--idempotency-ttl-s", s.idempotency_ttl_s, "lifetime of the fast idempotency record");
-  opt("--max-wait-ms", s.max_wait_ms, "cap of Prefer: wait=<ms>");
+  opt(c, "--body-limit-bytes", s.body_limit_bytes, "largest request body (413 above)");
+  opt(c, "--header-limit-bytes", s.header_limit_bytes, "largest request header block (431 above)");
+  opt(c, "--request-timeout-ms", s.request_timeout_ms, "a request must arrive completely within this (408)");
+  opt(c, "--idle-timeout-ms", s.idle_timeout_ms, "idle keep-alive connections close after this");
+  opt(c, "--shutdown-timeout-ms", s.shutdown_timeout_ms, "SIGTERM: longest wait for in-flight requests");
+}
+
+void add_api_options(CLI::App& c, ServeConfig& s) {
+  opt(c, "--max-amount-minor", s.max_amount_minor, "largest payment amount in minor units");
+  opt(c, "--rate-limit-per-s", s.rate_limit_per_s, "default token-bucket rate per API key");
+  opt(c, "--rate-limit-burst", s.rate_limit_burst, "default token-bucket burst per API key");
+  opt(c, "--idempotency-ttl-s", s.idempotency_ttl_s, "lifetime of the fast idempotency record");
+  opt(c, "--max-wait-ms", s.max_wait_ms, "cap of Prefer: wait=<ms>");
+}
+
+void add_stage_options(CLI::App& c, ServeConfig& s) {
+  opt(c, "--fraud-blocklist", s.fraud_blocklist, "blocked payment sources")->delimiter(',');
+  opt(c, "--velocity-window-ms", s.velocity_window_ms, "fraud velocity sliding window");
+  opt(c, "--velocity-max-per-source", s.velocity_max_per_source, "payments per source per window");
+  opt(c, "--velocity-max-per-merchant", s.velocity_max_per_merchant, "payments per merchant per window");
+  opt(c, "--risk-url", s.risk_url, "external risk provider URL (empty: none)");
+  opt(c, "--risk-timeout-ms", s.risk_timeout_ms, "risk provider timeout");
+  opt(c, "--risk-fallback-approve-below-minor", s.risk_fallback_approve_below_minor, "risk provider down: approve below this amount, decline above");
+  opt(c, "--acquirer-timeout-ms", s.acquirer_timeout_ms, "timeout of one acquirer call");
+  opt(c, "--acquirer-max-attempts", s.acquirer_max_attempts, "attempts per charge for retryable errors");
+  opt(c, "--processor-concurrency", s.processor_concurrency, "concurrent acquirer calls");
+  opt(c, "--fee-bps", s.fee_bps, "platform fee in basis points");
+  opt(c, "--fee-fixed-minor", s.fee_fixed_minor, "fixed platform fee in minor units");
+  opt(c, "--webhook-retry-schedule-ms", s.webhook_retry_schedule_ms, "comma list of delays before each retry")->delimiter(',');
+  opt(c, "--webhook-timeout-ms", s.webhook_timeout_ms, "timeout of one webhook attempt");
+}
+
+void add_log_options(CLI::App& c, ServeConfig& s) {
+  opt(c, "--log-level", s.log_level, "debug|info|warn|error");
+}
+
+void add_serve_options(CLI::App& c, ServeConfig& s) {
+  add_http_options(c, s);
+  opt(c, "--data-dir", s.data_dir, "directory of the SQLite databases and admin.key");
+  add_api_options(c, s);
   c.add_option("--fsync", s.fsync, "on|off: fsync every group commit (off loses the last commits on power loss)")
       ->envname("PAYSTREAM_FSYNC")->transform(CLI::IsMember({"on", "off", "true", "false", "1", "0"}))
       ->capture_default_str();
-  opt("--store-max-batch", s.store_max_batch, "most writes in one group commit");
-  opt("--fraud-blocklist", s.fraud_blocklist, "blocked payment sources")->delimiter(',');
-  opt("--velocity-window-ms", s.velocity_window_ms, "fraud velocity sliding window");
-  opt("--velocity-max-per-source", s.velocity_max_per_source, "payments per source per window");
-  opt("--velocity-max-per-merchant", s.velocity_max_per_merchant, "payments per merchant per window");
-  opt("--risk-url", s.risk_url, "external risk provider URL (empty: none)");
-  opt("--risk-timeout-ms", s.risk_timeout_ms, "risk provider timeout");
-  opt("--risk-fallback-approve-below-minor", s.risk_fallback_approve_below_minor, "risk provider down: approve below this amount, decline above");
-  opt("--acquirer-timeout-ms", s.acquirer_timeout_ms, "timeout of one acquirer call");
-  opt("--acquirer-max-attempts", s.acquirer_max_attempts, "attempts per charge for retryable errors");
-  opt("--acquirer-latency-ms", s.acquirer_latency_ms, "simulated acquirer latency");
-  opt("--acquirer-failure-rate", s.acquirer_failure_rate, "simulated transient failure rate 0..1");
-  opt("--acquirer-seed", s.acquirer_seed, "simulator random seed");
-  opt("--processor-concurrency", s.processor_concurrency, "concurrent acquirer calls");
-  opt("--fee-bps", s.fee_bps, "platform fee in basis points");
-  opt("--fee-fixed-minor", s.fee_fixed_minor, "fixed platform fee in minor units");
-  opt("--webhook-retry-schedule-ms", s.webhook_retry_schedule_ms, "comma list of delays before each retry")->delimiter(',');
-  opt("--webhook-timeout-ms", s.webhook_timeout_ms, "timeout of one webhook attempt");
-  opt("--log-level", s.log_level, "debug|info|warn|error");
+  opt(c, "--store-max-batch", s.store_max_batch, "most writes in one group commit");
+  add_stage_options(c, s);
+  opt(c, "--acquirer-latency-ms", s.acquirer_latency_ms, "simulated acquirer latency");
+  opt(c, "--acquirer-failure-rate", s.acquirer_failure_rate, "simulated transient failure rate 0..1");
+  opt(c, "--acquirer-seed", s.acquirer_seed, "simulator random seed");
+  add_log_options(c, s);
 }
 
 std::string load_or_create_admin_key(const std::string& data_dir) {

@@ -63,6 +63,13 @@ struct ServeConfig {
 
 // Registers the serve flags (with PAYSTREAM_* environment fallbacks) on a CLI11 subcommand.
 void add_serve_options(CLI::App& cmd, ServeConfig& cfg);
+// The groups add_serve_options is made of, for the distributed roles.
+void add_http_options(CLI::App& cmd, ServeConfig& cfg);   // listen, threads, limits, timeouts
+void add_api_options(CLI::App& cmd, ServeConfig& cfg);    // amounts, rate limits, idempotency
+void add_stage_options(CLI::App& cmd, ServeConfig& cfg);  // fraud, processor, ledger fees, webhooks
+void add_log_options(CLI::App& cmd, ServeConfig& cfg);
+// "--rate-limit-per-s" -> "PAYSTREAM_RATE_LIMIT_PER_S"
+std::string env_name_for(const std::string& flag);
 
 // Reads PAYSTREAM_ADMIN_KEY, or the key in <data_dir>/admin.key, or generates one there
 // (mode 0600) and logs its path. Throws on I/O failure (start-up only).

@@ -1,12 +1,14 @@
-// paystream dlq list|show|replay: inspects and replays dead letters in the embedded
-// store. Safe while `paystream serve` runs on the same data dir (SQLite WAL, busy
-// timeout): a replayed event is picked up by the running stages.
+// paystream dlq list|show|replay: inspects and replays dead letters, in the embedded store
+// (safe while `paystream serve` runs on the same data dir: SQLite WAL, busy timeout; a
+// replayed event is picked up by the running stages) or in the distributed shape (tx.dlq
+// in Kafka; a letter's position there is partition * 10^12 + offset).
 #include <boost/json.hpp>
 #include <filesystem>
 #include <iostream>
 
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "app/commands.hpp"
+#include "app/dist_tools.hpp"
 #include "ports/clock.hpp"
 
 namespace ps::app {
@@ -43,19 +45,15 @@ int fail(const Error& e) {
 
 }  // namespace
 
-int run_dlq_list(const std::string& data_dir, int64_t limit) {
-  auto store = open_store(data_dir);
-  if (!store) return fail(store.error());
-  auto letters = (*store)->list_dead_letters(size_t(limit));
+int run_dlq_list(DeadLetterStore& store, int64_t limit) {
+  auto letters = store.list_dead_letters(size_t(limit));
   if (!letters) return fail(letters.error());
   for (const auto& v : *letters) std::cout << json::serialize(summary(v)) << "\n";
   return 0;
 }
 
-int run_dlq_show(const std::string& data_dir, int64_t offset) {
-  auto store = open_store(data_dir);
-  if (!store) return fail(store.error());
-  auto v = (*store)->get_dead_letter(offset);
+int run_dlq_show(DeadLetterStore& store, int64_t offset) {
+  auto v = store.get_dead_letter(offset);
   if (!v) return fail(v.error());
   if (!*v) return fail(Error::not_found("no dead letter at offset " + std::to_string(offset)));
   auto o = summary(**v);
@@ -64,13 +62,30 @@ int run_dlq_show(const std::string& data_dir, int64_t offset) {
   return 0;
 }
 
-int run_dlq_replay(const std::string& data_dir, int64_t offset) {
-  auto store = open_store(data_dir);
-  if (!store) return fail(store.error());
-  auto r = (*store)->replay_dead_letter(offset);
+int run_dlq_replay(DeadLetterStore& store, int64_t offset) {
+  auto r = store.replay_dead_letter(offset);
   if (!r) return fail(r.error());
   std::cout << "replayed dead letter " << offset << "\n";
   return 0;
+}
+
+int run_dlq(const DlqCommand& cmd, const std::string& data_dir, const DistConfig* distributed) {
+  std::unique_ptr<DeadLetterStore> store;
+  if (distributed) {
+    auto r = open_distributed_dead_letters(*distributed);
+    if (!r) return fail(r.error());
+    store = std::move(*r);
+  } else {
+    auto r = open_store(data_dir);
+    if (!r) return fail(r.error());
+    store = std::move(*r);
+  }
+  switch (cmd.action) {
+    case DlqCommand::Action::list: return run_dlq_list(*store, cmd.limit);
+    case DlqCommand::Action::show: return run_dlq_show(*store, cmd.offset);
+    case DlqCommand::Action::replay: return run_dlq_replay(*store, cmd.offset);
+  }
+  return 2;
 }
 
 }  // namespace ps::app

@@ -1,9 +1,6 @@
 // The one place that chooses adapters and wires them to the stages and the API for the
 // embedded shape. Start order: store, simulator, API (warmed), HTTP, stages; stop order
 // is the reverse, draining first (SPEC §7).
-#include <pthread.h>
-#include <signal.h>
-
 #include <boost/json.hpp>
 #include <filesystem>
 #include <iostream>
@@ -19,6 +16,7 @@
 #include "api/api.hpp"
 #include "app/commands.hpp"
 #include "app/config.hpp"
+#include "app/wiring.hpp"
 #include "common/log.hpp"
 #include "ports/clock.hpp"
 #include "stages/fraud_stage.hpp"
@@ -31,31 +29,8 @@ namespace ps::app {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
-namespace {
-
-log::Level parse_level(const std::string& s) {
-  if (s == "debug") return log::Level::debug;
-  if (s == "warn") return log::Level::warn;
-  if (s == "error") return log::Level::error;
-  return log::Level::info;
-}
-
-// Blocks SIGTERM/SIGINT in this thread and every thread started after, so sigwait
-// in main receives them.
-sigset_t block_shutdown_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  return set;
-}
-
-}  // namespace
-
 int run_serve(const ServeConfig& cfg) {
-  log::set_level(parse_level(cfg.log_level));
+  apply_log_level(cfg.log_level);
   if (auto v = cfg.validate(); !v) {
     std::cerr << "paystream serve: " << v.error().message << "\n";
     return 2;
@@ -104,34 +79,14 @@ int run_serve(const ServeConfig& cfg) {
   if (!cfg.risk_url.empty()) risk = std::make_unique<HttpRiskProvider>(cfg.risk_url);
 
   // --- stages ---------------------------------------------------------------------
-  FraudConfig fraud_cfg;
-  fraud_cfg.blocklist = {cfg.fraud_blocklist.begin(), cfg.fraud_blocklist.end()};
-  fraud_cfg.velocity_window_ms = cfg.velocity_window_ms;
-  fraud_cfg.max_per_source = cfg.velocity_max_per_source;
-  fraud_cfg.max_per_merchant = cfg.velocity_max_per_merchant;
-  fraud_cfg.risk_timeout = milliseconds(cfg.risk_timeout_ms);
-  fraud_cfg.fallback_approve_below_minor = cfg.risk_fallback_approve_below_minor;
-  FraudStage fraud(velocity, clock, fraud_cfg, risk.get());
+  FraudStage fraud(velocity, clock, fraud_config(cfg), risk.get());
 
-  ProcessorConfig proc_cfg;
-  proc_cfg.acquirer_timeout = milliseconds(cfg.acquirer_timeout_ms);
-  proc_cfg.backoff.max_attempts = int(cfg.acquirer_max_attempts);
-  proc_cfg.concurrency = size_t(cfg.processor_concurrency);
-  ProcessorStage processor(*acquirer, clock, proc_cfg);
+  ProcessorStage processor(*acquirer, clock, processor_config(cfg));
 
-  FeeConfig fee_cfg;
-  fee_cfg.fee_bps = cfg.fee_bps;
-  fee_cfg.fee_fixed_minor = cfg.fee_fixed_minor;
-  LedgerStage ledger(clock, fee_cfg);
+  LedgerStage ledger(clock, fee_config(cfg));
 
   NotifierStage notifier(*store, clock);
-  DispatcherOptions disp_cfg;
-  if (!cfg.webhook_retry_schedule_ms.empty()) {
-    disp_cfg.retry_schedule.clear();
-    for (auto d : cfg.webhook_retry_schedule_ms) disp_cfg.retry_schedule.push_back(milliseconds(d));
-  }
-  disp_cfg.attempt_timeout = milliseconds(cfg.webhook_timeout_ms);
-  WebhookDispatcher dispatcher(*store, webhook_sender, clock, disp_cfg);
+  WebhookDispatcher dispatcher(*store, webhook_sender, clock, dispatcher_options(cfg));
 
   RunnerOptions run_opts;
   std::vector<std::unique_ptr<StageRunner>> runners;
@@ -142,28 +97,14 @@ int run_serve(const ServeConfig& cfg) {
   runners.push_back(std::make_unique<StageRunner>("notifier", std::vector{topic(topics::settled), topic(topics::failed)}, *store, notifier, clock, run_opts));
 
   // --- API and HTTP ---------------------------------------------------------------
-  ApiConfig api_cfg;
-  api_cfg.admin_key = admin_key;
-  api_cfg.max_amount_minor = cfg.max_amount_minor;
-  api_cfg.default_rate_per_s = cfg.rate_limit_per_s;
-  api_cfg.default_burst = cfg.rate_limit_burst;
-  api_cfg.max_wait_ms = int(cfg.max_wait_ms);
-  Api api(ApiDeps{*store, *store, *store, *store, *store, *store, idempotency, rate_limiter, clock}, api_cfg);
+  Api api(ApiDeps{*store, *store, *store, *store, *store, *store, idempotency, rate_limiter, clock}, api_config(cfg, admin_key));
   if (auto w = api.warm(); !w) {
     log::error("cannot warm caches", {{"error", w.error().message}});
     return 1;
   }
   store->set_terminal_listener([&api](const std::vector<std::string>& ids) { api.notify_terminal(ids); });
 
-  HttpServerOptions http_opts;
-  http_opts.host = cfg.host();
-  http_opts.port = cfg.port();
-  http_opts.threads = cfg.http_threads;
-  http_opts.reuse_port = cfg.reuse_port;
-  http_opts.body_limit_bytes = size_t(cfg.body_limit_bytes);
-  http_opts.header_limit_bytes = size_t(cfg.header_limit_bytes);
-  http_opts.request_timeout_ms = int(cfg.request_timeout_ms);
-  http_opts.idle_timeout_ms = int(cfg.idle_timeout_ms);
+  HttpServerOptions http_opts = http_options(cfg);
   HttpServer server(http_opts, [&api](HttpRequest req, Respond respond) { api.handle(std::move(req), std::move(respond)); });
   auto port = server.start();
   if (!port) {
@@ -177,9 +118,7 @@ int run_serve(const ServeConfig& cfg) {
   log::always("listening", {{"address", http_opts.host + ":" + std::to_string(*port)},
                           {"data_dir", fs::absolute(cfg.data_dir).string()}});
 
-  int sig = 0;
-  sigwait(&signals, &sig);
-  log::info("shutting down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  log::info("shutting down", {{"signal", wait_for_shutdown(signals)}});
 
   // Drain: readiness false and new requests refused, in-flight requests finish, then
   // the stages stop at a committed position.

@@ -1,7 +1,9 @@
 // Acquirer contract: decline codes of the test sources, idempotency by payment id (also
 // across a reopen of the same durable state), refunds idempotent by refund id and bounded
 // by the charge, and every call returning within its timeout plus slack.
-// Instantiated for AcquirerSimulator (real SQLite file in a temp directory).
+// Instantiated for AcquirerSimulator (real SQLite file in a temp directory) and for
+// HttpAcquirer talking over a real loopback socket to an in-process HttpServer that serves
+// the same simulator through AcquirerHttpService (what `paystream acquirer-sim` runs).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,8 +11,20 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "adapters/http/acquirer_http_service.hpp"
+#include "adapters/http/http_acquirer.hpp"
+#include "adapters/http/http_client.hpp"
+#include "adapters/http/http_server.hpp"
 #include "adapters/sim/acquirer_simulator.hpp"
 #include "ports/external.hpp"
 
@@ -163,7 +177,58 @@ AcquirerFactory simulator_factory() {
           }};
 }
 
-INSTANTIATE_TEST_SUITE_P(Adapters, AcquirerContract, ::testing::Values(simulator_factory()),
+// The simulator behind an HTTP server on 127.0.0.1:<free port>, reached by HttpAcquirer.
+class HttpOverSimulator final : public Acquirer {
+ public:
+  HttpOverSimulator(AcquirerSimOptions sim_opts, AcquirerHttpOptions svc_opts = {})
+      : sim_(std::move(sim_opts)), service_(sim_, std::move(svc_opts)), server_(loopback(), service_.handler()) {
+    auto port = server_.start();
+    if (!port) throw std::runtime_error("cannot start the acquirer HTTP server: " + port.error().message);
+    port_ = *port;
+    client_ = std::make_unique<HttpAcquirer>("http://127.0.0.1:" + std::to_string(port_) + "/");
+  }
+  ~HttpOverSimulator() override {
+    server_.stop();
+    service_.stop();  // no worker is inside a Respond once the server object goes
+  }
+  Result<AcquirerResult> charge(const ChargeRequest& req, std::chrono::milliseconds timeout) override {
+    return client_->charge(req, timeout);
+  }
+  Result<AcquirerResult> refund(const AcquirerRefundRequest& req, std::chrono::milliseconds timeout) override {
+    return client_->refund(req, timeout);
+  }
+  AcquirerSimulator& sim() { return sim_; }
+  uint16_t port() const { return port_; }
+
+ private:
+  static HttpServerOptions loopback() {
+    HttpServerOptions o;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    o.threads = 2;
+    return o;
+  }
+  AcquirerSimulator sim_;          // declared first: destroyed last
+  AcquirerHttpService service_;
+  HttpServer server_;
+  std::unique_ptr<HttpAcquirer> client_;
+  uint16_t port_ = 0;
+};
+
+AcquirerFactory http_factory() {
+  return {"http",
+          [](const std::filesystem::path& dir) -> std::unique_ptr<Acquirer> {
+            AcquirerSimOptions o;
+            o.db_path = (dir / "acquirer.db").string();
+            return std::make_unique<HttpOverSimulator>(o);
+          },
+          [](Acquirer& a) -> int64_t {
+            auto r = dynamic_cast<HttpOverSimulator&>(a).sim().charge_count();
+            return r ? r.value() : -1;
+          }};
+}
+
+INSTANTIATE_TEST_SUITE_P(Adapters, AcquirerContract, ::testing::Values(simulator_factory(), http_factory()),
                          [](const ::testing::TestParamInfo<AcquirerFactory>& i) { return i.param.name; });
 
 // Simulator-specific: latency above the timeout answers timeout after the timeout.
@@ -195,6 +260,146 @@ TEST(AcquirerSimulatorOptions, FailureRateIsSeededAndRetryable) {
   const auto fails = std::count(a.begin(), a.end(), 'x');
   EXPECT_GT(fails, 10);
   EXPECT_LT(fails, 54);
+}
+
+// --- The HTTP protocol itself (AcquirerHttpService) -------------------------------------
+
+// A plain GET over a socket (the project's client only POSTs): {status, body}.
+std::pair<int, std::string> http_get(uint16_t port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return {0, ""};
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, size_t(n));
+    }
+  }
+  ::close(fd);
+  if (out.rfind("HTTP/1.1 ", 0) != 0) return {0, out};
+  auto body = out.find("\r\n\r\n");
+  return {std::stoi(out.substr(9, 3)), body == std::string::npos ? "" : out.substr(body + 4)};
+}
+
+// Records backed by the simulator's own accessors (the app reads its SQLite file instead).
+class SimCounts final : public AcquirerRecords {
+ public:
+  explicit SimCounts(AcquirerSimulator*& sim) : sim_(sim) {}
+  Result<std::optional<AcquirerChargeRecord>> find_charge(const std::string& id) override {
+    auto calls = sim_->calls_for(id);
+    if (!calls) return calls.error();
+    if (*calls == 0) return std::optional<AcquirerChargeRecord>();
+    AcquirerChargeRecord c;
+    c.payment_id = id;
+    c.calls = *calls;
+    return std::optional<AcquirerChargeRecord>(c);
+  }
+  Result<AcquirerStats> stats() override {
+    auto n = sim_->charge_count();
+    if (!n) return n.error();
+    return AcquirerStats{*n, 0, 0};
+  }
+
+ private:
+  AcquirerSimulator*& sim_;
+};
+
+class AcquirerHttpProtocol : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    AcquirerHttpOptions o;
+    o.records = &records_;
+    o.fallback = [](HttpRequest, Respond respond) { respond(HttpResponse{200, {}, "ops", "text/plain"}); };
+    acq_ = std::make_unique<HttpOverSimulator>(AcquirerSimOptions{}, std::move(o));
+    sim_ = &acq_->sim();
+    base_ = "http://127.0.0.1:" + std::to_string(acq_->port());
+  }
+  AcquirerSimulator* sim_ = nullptr;
+  SimCounts records_{sim_};
+  std::unique_ptr<HttpOverSimulator> acq_;
+  std::string base_;
+};
+
+TEST_F(AcquirerHttpProtocol, ReadRoutesShowStoredChargesAndStats) {
+  ASSERT_TRUE(acq_->charge({"pay_r", 500, "EUR", "tok_approve"}, 2s).ok());
+  ASSERT_TRUE(acq_->charge({"pay_r", 500, "EUR", "tok_approve"}, 2s).ok());
+  auto [st, body] = http_get(acq_->port(), "/v1/charges/pay_r");
+  EXPECT_EQ(st, 200);
+  EXPECT_NE(body.find(R"("payment_id":"pay_r")"), std::string::npos) << body;
+  EXPECT_NE(body.find(R"("calls":2)"), std::string::npos) << body;
+  EXPECT_EQ(http_get(acq_->port(), "/v1/charges/pay_none").first, 404);
+  auto [st2, stats] = http_get(acq_->port(), "/v1/stats");
+  EXPECT_EQ(st2, 200);
+  EXPECT_NE(stats.find(R"("charges":1)"), std::string::npos) << stats;
+  EXPECT_NE(stats.find(R"("duplicate_calls":)"), std::string::npos) << stats;
+  EXPECT_EQ(http_get(acq_->port(), "/healthz").second, "ops");  // the fallback
+  EXPECT_EQ(http_get(acq_->port(), "/v1/nothing").first, 404);
+  EXPECT_EQ(http_get(acq_->port(), "/v1/charges").first, 405);
+}
+
+TEST_F(AcquirerHttpProtocol, MalformedRequestsAre400AndPermanent) {
+  auto post = [&](const std::string& path, const std::string& body, HttpHeaders h = {}) {
+    auto r = http_post(base_ + path, h, body, 2s);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? r->status : 0;
+  };
+  EXPECT_EQ(post("/v1/charges", "not json"), 400);
+  EXPECT_EQ(post("/v1/charges", R"({"payment_id":"p","amount":"1","currency":"EUR","source":"s"})"), 400);
+  EXPECT_EQ(post("/v1/refunds", R"({"refund_id":"r","amount":1,"currency":"EUR"})"), 400);
+  EXPECT_EQ(post("/v1/charges", R"({"payment_id":"p","amount":1,"currency":"EUR","source":"s"})",
+                 {{"Idempotency-Key", "other"}}),
+            400);
+  EXPECT_EQ(post("/v1/charges", R"({"payment_id":"p","amount":1,"currency":"EUR","source":"s"})",
+                 {{"X-Timeout-Ms", "soon"}}),
+            400);
+  EXPECT_EQ(sim_->charge_count().value(), 0);
+}
+
+TEST_F(AcquirerHttpProtocol, TheServerBoundsItsWorkByTheCallersTimeout) {
+  // The client waits 3 s, but tells the server 100 ms: tok_timeout sleeps exactly that
+  // and the answer is a 504, i.e. a retryable timeout.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = http_post(base_ + "/v1/charges", {{"X-Timeout-Ms", "100"}},
+                     R"({"payment_id":"pay_t","amount":1,"currency":"EUR","source":"tok_timeout"})", 3s);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 504);
+  EXPECT_GE(took, 100ms);
+  EXPECT_LT(took, 1s);
+}
+
+TEST_F(AcquirerHttpProtocol, SleepingCallsDoNotBlockTheHttpThreads) {
+  // More sleeping calls than HTTP threads (2): other requests are still answered at once.
+  std::vector<std::thread> sleepers;
+  for (int i = 0; i < 6; ++i)
+    sleepers.emplace_back([&, i] {
+      auto r = acq_->charge({"pay_sleep_" + std::to_string(i), 1, "EUR", "tok_timeout"}, 800ms);
+      EXPECT_FALSE(r.ok());
+      if (!r.ok()) {
+        EXPECT_EQ(r.error().kind, ErrorKind::timeout);
+      }
+    });
+  std::this_thread::sleep_for(100ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ok = acq_->charge({"pay_fast", 1, "EUR", "tok_approve"}, 2s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 400ms);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_TRUE(ok->approved);
+  for (auto& t : sleepers) t.join();
+}
+
+TEST(HttpAcquirerClient, UnreachableAcquirerIsARetryableError) {
+  HttpAcquirer acq("http://127.0.0.1:1");
+  auto r = acq.charge({"pay_x", 1, "EUR", "tok_approve"}, 500ms);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.error().retryable);
 }
 
 }  // namespace

@@ -1,14 +1,18 @@
 // Fast-state contract (ports/fast_state.hpp): IdempotencyCache, RateLimiter and
 // VelocityCounter. Every suite runs over a factory, so another adapter (Redis) is added by
 // appending one factory to the INSTANTIATE line of each suite. All times are injected
-// (now_ms); nothing here sleeps. Instantiated for the in-memory adapters.
+// (now_ms); nothing here sleeps. Instantiated for the in-memory adapters and for Redis
+// (a real server: PAYSTREAM_REDIS_URL, the noeviction instance; each test gets its own
+// key prefix, so tests may share the server).
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +20,8 @@
 #include "adapters/memory/idempotency_cache.hpp"
 #include "adapters/memory/rate_limiter.hpp"
 #include "adapters/memory/velocity_counter.hpp"
+#include "adapters/redis/redis.hpp"
+#include "domain/ids.hpp"
 #include "ports/fast_state.hpp"
 
 namespace ps::contract {
@@ -42,6 +48,60 @@ void race(int n, const std::function<void(int)>& body) {
   go.store(true);
   for (auto& t : ts) t.join();
 }
+
+// A Redis client for one test: its own key prefix on the shared server. A missing
+// PAYSTREAM_REDIS_URL fails the test (thrown from SetUp), it never skips it.
+std::unique_ptr<RedisClient> redis_for_test() {
+  const char* url = std::getenv("PAYSTREAM_REDIS_URL");
+  if (!url || !*url)
+    throw std::runtime_error("PAYSTREAM_REDIS_URL is not set (scripts/test.sh starts Redis and exports it)");
+  RedisOptions o;
+  o.url = url;
+  o.key_prefix = "pstest:" + random_token("", 8) + ":";
+  o.timeout_ms = 5000;  // sanitizer builds on a shared machine: never a spurious timeout
+  o.pool_size = size_t(kThreads);
+  auto c = RedisClient::open(o);
+  if (!c) throw std::runtime_error("Redis client: " + c.error().message);
+  if (auto p = c.value()->ping(); !p) throw std::runtime_error("Redis at " + o.url + ": " + p.error().message);
+  return std::move(c.value());
+}
+
+// An adapter together with the client it borrows (the port object owns both).
+// Its keys are deleted at the end (some would otherwise live for days: slow buckets).
+template <class Port, class Adapter>
+struct WithRedis : Port {
+  template <class... A>
+  explicit WithRedis(A&&... a) : client(redis_for_test()), adapter(*client, std::forward<A>(a)...) {}
+  ~WithRedis() override {
+    std::string cursor = "0";
+    do {
+      auto r = client->command({"SCAN", cursor, "MATCH", client->options().key_prefix + "*", "COUNT", "1000"});
+      if (!r || r->elements.size() != 2) break;
+      cursor = r->elements[0].str;
+      for (const auto& k : r->elements[1].elements) (void)client->command({"DEL", k.str});
+    } while (cursor != "0");
+  }
+  std::unique_ptr<RedisClient> client;
+  Adapter adapter;
+};
+struct RedisIdempotency final : WithRedis<IdempotencyCache, RedisIdempotencyCache> {
+  using WithRedis::WithRedis;
+  Result<Begin> begin(const std::string& m, const std::string& k, const std::string& fp, int64_t now) override {
+    return adapter.begin(m, k, fp, now);
+  }
+  void finish(const IdempotencyRecord& r, int64_t now) override { adapter.finish(r, now); }
+  void abandon(const std::string& m, const std::string& k) override { adapter.abandon(m, k); }
+};
+struct RedisLimiter final : WithRedis<RateLimiter, RedisRateLimiter> {
+  using WithRedis::WithRedis;
+  Result<Decision> take(const std::string& k, double rate, int64_t burst, int64_t now) override {
+    return adapter.take(k, rate, burst, now);
+  }
+};
+struct RedisVelocity final : WithRedis<VelocityCounter, RedisVelocityCounter> {
+  using WithRedis::WithRedis;
+  Result<int64_t> hit(const std::string& k, int64_t now, int64_t window) override { return adapter.hit(k, now, window); }
+};
 
 // ======================================================================================
 // IdempotencyCache
@@ -224,7 +284,14 @@ IdempotencyCacheFactory memory_idempotency_factory() {
           }};
 }
 
-INSTANTIATE_TEST_SUITE_P(Adapters, IdempotencyCacheContract, ::testing::Values(memory_idempotency_factory()),
+IdempotencyCacheFactory redis_idempotency_factory() {
+  return {"redis", [](std::chrono::milliseconds ttl) -> std::unique_ptr<IdempotencyCache> {
+            return std::make_unique<RedisIdempotency>(std::chrono::duration_cast<std::chrono::seconds>(ttl));
+          }};
+}
+
+INSTANTIATE_TEST_SUITE_P(Adapters, IdempotencyCacheContract,
+                         ::testing::Values(memory_idempotency_factory(), redis_idempotency_factory()),
                          [](const ::testing::TestParamInfo<IdempotencyCacheFactory>& i) { return i.param.name; });
 
 // --- Memory budget -------------------------------------------------------------------
@@ -482,7 +549,12 @@ RateLimiterFactory memory_rate_limiter_factory() {
   return {"memory", []() -> std::unique_ptr<RateLimiter> { return std::make_unique<InMemoryRateLimiter>(); }};
 }
 
-INSTANTIATE_TEST_SUITE_P(Adapters, RateLimiterContract, ::testing::Values(memory_rate_limiter_factory()),
+RateLimiterFactory redis_rate_limiter_factory() {
+  return {"redis", []() -> std::unique_ptr<RateLimiter> { return std::make_unique<RedisLimiter>(); }};
+}
+
+INSTANTIATE_TEST_SUITE_P(Adapters, RateLimiterContract,
+                         ::testing::Values(memory_rate_limiter_factory(), redis_rate_limiter_factory()),
                          [](const ::testing::TestParamInfo<RateLimiterFactory>& i) { return i.param.name; });
 
 // ======================================================================================
@@ -545,7 +617,12 @@ VelocityCounterFactory memory_velocity_factory() {
   return {"memory", []() -> std::unique_ptr<VelocityCounter> { return std::make_unique<InMemoryVelocityCounter>(); }};
 }
 
-INSTANTIATE_TEST_SUITE_P(Adapters, VelocityCounterContract, ::testing::Values(memory_velocity_factory()),
+VelocityCounterFactory redis_velocity_factory() {
+  return {"redis", []() -> std::unique_ptr<VelocityCounter> { return std::make_unique<RedisVelocity>(); }};
+}
+
+INSTANTIATE_TEST_SUITE_P(Adapters, VelocityCounterContract,
+                         ::testing::Values(memory_velocity_factory(), redis_velocity_factory()),
                          [](const ::testing::TestParamInfo<VelocityCounterFactory>& i) { return i.param.name; });
 
 }  // namespace

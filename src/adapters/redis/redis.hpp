@@ -108,7 +108,9 @@ class RedisCachedMerchants final : public MerchantStore {
 
 // Payment status (namespace "payment"): get_payment served from the cache; put() is the
 // write-through on status change (wire it to PgStore::set_payment_change_listener).
-// Processing payments are cached with processing_ttl, terminal ones with terminal_ttl.
+// Processing payments are cached with processing_ttl, terminal ones with terminal_ttl;
+// only terminal entries are served (a processing entry counts as a miss and reads through),
+// so a status change committed elsewhere is never hidden by the cache.
 class RedisCachedPayments final : public PaymentQueries {
  public:
   RedisCachedPayments(PaymentQueries& inner, RedisClient& cache, std::chrono::seconds processing_ttl,

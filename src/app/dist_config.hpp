@@ -1,0 +1,60 @@
+// Configuration of the distributed roles (gateway, worker, migrate, topics, dlq): where
+// Kafka, PostgreSQL and Redis are, and the per-process settings. Same rules as
+// ServeConfig: units in option names, flags win over PAYSTREAM_* environment variables,
+// which win over a --config file of PAYSTREAM_*=value lines (the format
+// `deploy/local/stack env` prints). Validated at start-up.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+
+namespace CLI { class App; }
+
+namespace ps::app {
+
+struct DistConfig {
+  // Kafka
+  std::string kafka_brokers;            // PAYSTREAM_KAFKA_BROKERS, e.g. 127.0.0.1:19092
+  std::string topic_prefix;             // prepended to every topic and consumer group name
+  std::string instance_id;              // stable per process instance; default: host name
+  int64_t kafka_transaction_timeout_ms = 10000;
+  int64_t kafka_request_timeout_ms = 5000;
+  // PostgreSQL
+  std::string postgres_url;             // PAYSTREAM_POSTGRES_URL
+  std::string postgres_schema;          // empty: public
+  int64_t db_pool_size = 8;
+  int64_t db_statement_timeout_ms = 5000;
+  int64_t outbox_relay_after_ms = 5000;
+  // Redis
+  std::string redis_url;                // durable instance (noeviction)
+  std::string redis_cache_url;          // cache instance (allkeys-lru)
+  std::string redis_prefix = "ps:";
+  int64_t redis_timeout_ms = 250;
+  int64_t redis_pool_size = 8;
+  int64_t session_ttl_s = 3600;
+  int64_t status_processing_ttl_s = 30;
+  int64_t status_terminal_ttl_s = 3600;
+  // Workers
+  std::vector<std::string> stages;      // fraud, processor, ledger, notifier
+  std::string metrics_listen = "127.0.0.1:9100";
+  std::string acquirer_url;             // the processor's acquirer (paystream acquirer-sim)
+
+  struct Needs { bool kafka = false, postgres = false, redis = false; };
+  Result<void> validate(Needs needs) const;
+  std::string effective_instance_id(const std::string& role) const;
+};
+
+void add_kafka_options(CLI::App& cmd, DistConfig& cfg);
+void add_postgres_options(CLI::App& cmd, DistConfig& cfg);
+void add_redis_options(CLI::App& cmd, DistConfig& cfg);
+void add_worker_options(CLI::App& cmd, DistConfig& cfg);
+
+// Loads `--config FILE` (or PAYSTREAM_CONFIG) before the command line is parsed: every
+// PAYSTREAM_KEY=value line becomes an environment variable unless that variable is set
+// already. Blank lines and lines starting with '#' are skipped; a key that no option of
+// `app` reads is an error (a typo must not be ignored). Returns the file loaded, if any.
+Result<std::string> load_config_file(int argc, char** argv, const CLI::App& app);
+
+}  // namespace ps::app

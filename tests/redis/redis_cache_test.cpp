@@ -1,0 +1,279 @@
+// The cache-target decorators (sessions, payment status) on the allkeys-lru instance
+// (PAYSTREAM_REDIS_CACHE_URL), and the evictions monitor.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "redis/redis_test_util.hpp"
+
+namespace ps::redis_test {
+namespace {
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// The wrapped durable stores: in-memory, counting how often they are asked.
+struct FakeMerchants final : MerchantStore {
+  std::map<std::string, Merchant> by_hash;
+  int finds = 0;
+  Result<void> create_merchant(const Merchant& m) override {
+    by_hash[m.api_key_hash] = m;
+    return ok();
+  }
+  Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& h) override {
+    ++finds;
+    auto it = by_hash.find(h);
+    if (it == by_hash.end()) return std::optional<Merchant>();
+    return std::optional<Merchant>(it->second);
+  }
+  Result<std::vector<Merchant>> all_merchants() override {
+    std::vector<Merchant> v;
+    for (auto& [_, m] : by_hash) v.push_back(m);
+    return v;
+  }
+};
+
+struct FakePayments final : PaymentQueries {
+  std::map<std::string, Payment> by_id;
+  int gets = 0;
+  Result<std::optional<Payment>> get_payment(const std::string& merchant_id, const std::string& id) override {
+    ++gets;
+    auto it = by_id.find(id);
+    if (it == by_id.end() || it->second.merchant_id != merchant_id) return std::optional<Payment>();
+    return std::optional<Payment>(it->second);
+  }
+  Result<std::vector<Payment>> list_payments(const std::string&, std::optional<PaymentStatus>, const Page&) override {
+    return std::vector<Payment>{};
+  }
+  Result<std::optional<Refund>> get_refund(const std::string&, const std::string&) override {
+    return std::optional<Refund>();
+  }
+  Result<std::vector<Balance>> balances(const std::string&) override { return std::vector<Balance>{}; }
+  Result<std::vector<JournalEntry>> entries_for_payment(const std::string&, const std::string&) override {
+    return std::vector<JournalEntry>{};
+  }
+};
+
+Merchant merchant(const std::string& id, const std::string& hash) {
+  return {id, "Shop \"" + id + "\" ü", hash, 0.1 + 0.2, 77, 1'700'000'000'123};
+}
+
+Payment payment(const std::string& merchant_id, const std::string& id, PaymentStatus st, int64_t updated) {
+  Payment p;
+  p.id = id;
+  p.merchant_id = merchant_id;
+  p.idempotency_key = "idem-" + id;
+  p.amount_minor = 1234;
+  p.currency = "EUR";
+  p.source = "tok_approve";
+  p.description = "order \"42\"";
+  p.metadata = {{"order", "42"}, {"note", "ü\n"}};
+  p.status = st;
+  p.failure_code = st == PaymentStatus::failed ? "card_declined" : "";
+  p.amount_refunded_minor = 0;
+  p.created_ms = 1'700'000'000'000;
+  p.updated_ms = updated;
+  return p;
+}
+
+void expect_same(const Merchant& a, const Merchant& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.api_key_hash, b.api_key_hash);
+  EXPECT_EQ(a.rate_limit_per_s, b.rate_limit_per_s);  // exactly: 0.1 + 0.2 round-trips
+  EXPECT_EQ(a.rate_limit_burst, b.rate_limit_burst);
+  EXPECT_EQ(a.created_ms, b.created_ms);
+}
+
+void expect_same(const Payment& a, const Payment& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.merchant_id, b.merchant_id);
+  EXPECT_EQ(a.idempotency_key, b.idempotency_key);
+  EXPECT_EQ(a.amount_minor, b.amount_minor);
+  EXPECT_EQ(a.currency, b.currency);
+  EXPECT_EQ(a.source, b.source);
+  EXPECT_EQ(a.description, b.description);
+  EXPECT_EQ(a.metadata, b.metadata);
+  EXPECT_EQ(a.status, b.status);
+  EXPECT_EQ(a.failure_code, b.failure_code);
+  EXPECT_EQ(a.amount_refunded_minor, b.amount_refunded_minor);
+  EXPECT_EQ(a.created_ms, b.created_ms);
+  EXPECT_EQ(a.updated_ms, b.updated_ms);
+}
+
+class RedisCaches : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    url_ = cache_url();
+    ASSERT_FALSE(url_.empty());
+    cache_ = open_client(url_, "cache", unique_prefix());
+    ASSERT_TRUE(cache_);
+    ASSERT_TRUE(cache_->ping().ok()) << "Redis at " << url_ << " does not answer";
+  }
+  void TearDown() override {
+    if (cache_) drop_prefix(*cache_);
+  }
+  // The one key under this test's prefix that contains `part`.
+  std::string key_with(const std::string& part) {
+    auto r = cache_->command({"KEYS", cache_->options().key_prefix + "*" + part + "*"});
+    EXPECT_TRUE(r.ok() && r->elements.size() == 1);
+    return r.ok() && r->elements.size() == 1 ? r->elements[0].str : std::string();
+  }
+  std::string url_;
+  std::unique_ptr<RedisClient> cache_;
+};
+
+TEST_F(RedisCaches, SessionsReadThroughThenHitAndCountBoth) {
+  FakeMerchants inner;
+  inner.by_hash["h_old"] = merchant("mer_old", "h_old");
+  RedisCachedMerchants sessions(inner, *cache_, 600s);
+  const double hits = cache_count("session", "hit"), misses = cache_count("session", "miss");
+
+  auto first = sessions.find_merchant_by_key_hash("h_old");  // miss: from the store, then cached
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ(inner.finds, 1);
+  auto second = sessions.find_merchant_by_key_hash("h_old");  // hit
+  ASSERT_TRUE(second.ok() && second->has_value());
+  EXPECT_EQ(inner.finds, 1);
+  expect_same(**second, inner.by_hash["h_old"]);
+  EXPECT_EQ(cache_count("session", "hit") - hits, 1);
+  EXPECT_EQ(cache_count("session", "miss") - misses, 1);
+
+  // Unknown keys are never cached (a merchant created later authenticates at once).
+  EXPECT_FALSE(sessions.find_merchant_by_key_hash("h_unknown")->has_value());
+  EXPECT_FALSE(sessions.find_merchant_by_key_hash("h_unknown")->has_value());
+  EXPECT_EQ(inner.finds, 3);
+
+  // create_merchant writes through: the first lookup is already a hit.
+  ASSERT_TRUE(sessions.create_merchant(merchant("mer_new", "h_new")).ok());
+  auto created = sessions.find_merchant_by_key_hash("h_new");
+  ASSERT_TRUE(created.ok() && created->has_value());
+  EXPECT_EQ(inner.finds, 3);
+  expect_same(**created, merchant("mer_new", "h_new"));
+
+  // TTL per kind.
+  const int64_t t = pttl(*cache_, key_with("h_new"));
+  EXPECT_GT(t, 590'000);
+  EXPECT_LE(t, 600'000);
+}
+
+TEST_F(RedisCaches, AllMerchantsWarmsTheSessionCache) {
+  FakeMerchants inner;
+  for (int i = 0; i < 250; ++i)  // more than one warm-up batch
+    inner.by_hash["h" + std::to_string(i)] = merchant("mer_" + std::to_string(i), "h" + std::to_string(i));
+  RedisCachedMerchants sessions(inner, *cache_, 60s);
+  auto all = sessions.all_merchants();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 250u);
+  for (int i = 0; i < 250; i += 49) ASSERT_TRUE(sessions.find_merchant_by_key_hash("h" + std::to_string(i))->has_value());
+  EXPECT_EQ(inner.finds, 0);
+}
+
+TEST_F(RedisCaches, PaymentStatusIsCachedAndWrittenThroughOnChange) {
+  FakePayments inner;
+  inner.by_id["pay_1"] = payment("mer_a", "pay_1", PaymentStatus::processing, 100);
+  RedisCachedPayments payments(inner, *cache_, 30s, 3600s);
+  const double hits = cache_count("payment", "hit"), misses = cache_count("payment", "miss");
+
+  auto first = payments.get_payment("mer_a", "pay_1");
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ(inner.gets, 1);
+  // A processing entry is cached (short TTL) but never served: the status may have
+  // changed in another process a moment ago, so the read goes to the store again.
+  auto second = payments.get_payment("mer_a", "pay_1");
+  ASSERT_TRUE(second.ok() && second->has_value());
+  EXPECT_EQ(inner.gets, 2);
+  expect_same(**second, inner.by_id["pay_1"]);
+  EXPECT_EQ(cache_count("payment", "hit") - hits, 0);
+  EXPECT_EQ(cache_count("payment", "miss") - misses, 2);
+  const std::string key = key_with("pay_1");
+  EXPECT_GT(pttl(*cache_, key), 29'000);  // processing: short TTL
+  EXPECT_LE(pttl(*cache_, key), 30'000);
+
+  // Another merchant never sees it (the store decides: not found).
+  EXPECT_FALSE(payments.get_payment("mer_b", "pay_1")->has_value());
+
+  // The status changes: put() writes through; reads see it without asking the store.
+  Payment done = payment("mer_a", "pay_1", PaymentStatus::succeeded, 200);
+  inner.by_id["pay_1"] = done;
+  payments.put({done});
+  const int gets = inner.gets;
+  auto third = payments.get_payment("mer_a", "pay_1");
+  ASSERT_TRUE(third.ok() && third->has_value());
+  EXPECT_EQ(inner.gets, gets);
+  expect_same(**third, done);
+  EXPECT_EQ(cache_count("payment", "hit") - hits, 1);
+  EXPECT_GT(pttl(*cache_, key), 3'590'000);  // terminal: long TTL
+  EXPECT_LE(pttl(*cache_, key), 3'600'000);
+
+  // An older version arriving late never replaces a newer one.
+  payments.put({payment("mer_a", "pay_1", PaymentStatus::processing, 150)});
+  EXPECT_EQ((*payments.get_payment("mer_a", "pay_1"))->status, PaymentStatus::succeeded);
+
+  // put() of a payment nobody read yet caches it too.
+  Payment failed = payment("mer_a", "pay_2", PaymentStatus::failed, 300);
+  payments.put({failed});
+  auto fourth = payments.get_payment("mer_a", "pay_2");
+  ASSERT_TRUE(fourth.ok() && fourth->has_value());
+  expect_same(**fourth, failed);
+  EXPECT_EQ(inner.gets, gets);
+}
+
+TEST_F(RedisCaches, AnUnreachableCacheReadsThroughToTheStore) {
+  auto dead = open_client("redis://127.0.0.1:1", "cache_dead_test", "x:", 200, 1);
+  ASSERT_TRUE(dead);
+  FakeMerchants merchants;
+  merchants.by_hash["h"] = merchant("mer_1", "h");
+  RedisCachedMerchants sessions(merchants, *dead, 60s);
+  FakePayments pays;
+  pays.by_id["pay_1"] = payment("mer_1", "pay_1", PaymentStatus::succeeded, 1);
+  RedisCachedPayments payments(pays, *dead, 30s, 3600s);
+
+  ASSERT_TRUE(sessions.create_merchant(merchant("mer_2", "h2")).ok());
+  EXPECT_TRUE(sessions.find_merchant_by_key_hash("h")->has_value());
+  EXPECT_TRUE(sessions.find_merchant_by_key_hash("h2")->has_value());
+  EXPECT_EQ(sessions.all_merchants()->size(), 2u);
+  EXPECT_TRUE(payments.get_payment("mer_1", "pay_1")->has_value());
+  payments.put({pays.by_id["pay_1"]});
+  EXPECT_GE(errors_of("cache_dead_test"), 5);
+}
+
+TEST_F(RedisCaches, EvictionsMonitorExportsInfoStats) {
+  auto durable = open_client(durable_url(), "durable", unique_prefix());
+  ASSERT_TRUE(durable);
+  auto gauge = [](const std::string& target) -> metrics::Gauge& {
+    return metrics::registry().gauge("paystream_redis_evicted_keys", "", {{"target", target}});
+  };
+  auto evicted = [](RedisClient& c) {
+    auto info = c.command({"INFO", "stats"});
+    EXPECT_TRUE(info.ok());
+    auto pos = info->str.find("evicted_keys:");
+    EXPECT_NE(pos, std::string::npos);
+    return std::stod(info->str.substr(pos + 13));
+  };
+  gauge("cache").set(-1);
+  gauge("durable").set(-1);
+  {
+    // The background thread refreshes on its own...
+    RedisEvictionsMonitor monitor({cache_.get(), durable.get()}, 50ms);
+    const auto until = Clock::now() + 5s;
+    while ((gauge("cache").value() < 0 || gauge("durable").value() < 0) && Clock::now() < until)
+      std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(gauge("cache").value(), evicted(*cache_));
+    EXPECT_EQ(gauge("durable").value(), evicted(*durable));
+  }
+  // ...and stops cleanly at once, even with a long interval.
+  const auto t0 = Clock::now();
+  {
+    RedisEvictionsMonitor monitor({cache_.get()}, 1h);
+    gauge("cache").set(-1);
+    monitor.refresh_once();
+    EXPECT_EQ(gauge("cache").value(), evicted(*cache_));
+  }
+  EXPECT_LT(Clock::now() - t0, 2s);
+}
+
+}  // namespace
+}  // namespace ps::redis_test
