@@ -1,0 +1,277 @@
+// Operator and test tooling over Kafka: the dead-letter reader (tx.dlq), topic creation
+// and produce_raw.
+#include <algorithm>
+
+#include "adapters/kafka/kafka_internal.hpp"
+#include "common/log.hpp"
+
+namespace ps {
+namespace {
+using SteadyClock = std::chrono::steady_clock;
+constexpr size_t kMaxListLimit = 10000;
+constexpr int64_t kFirstChunk = 64;  // offsets read back from the end at first
+
+const std::vector<std::string_view>& pipeline_topics() {
+  static const std::vector<std::string_view> t{topics::initiated, topics::validated, topics::settled, topics::failed,
+                                               topics::dlq};
+  return t;
+}
+
+int op_timeout(const KafkaOptions& o) { return std::max(1000, o.request_timeout_ms); }
+
+}  // namespace
+
+// ---------- KafkaDlqReader ----------
+
+struct KafkaDlqReader::Impl : kafka::ClientHooks {
+  KafkaOptions opts;
+  std::string topic;  // full tx.dlq name
+  std::mutex mu;      // one read at a time (the consumer's assignment is shared)
+  kafka::RkPtr consumer;
+  std::mutex pub_mu;
+  std::unique_ptr<KafkaPublisher::Impl> publisher;  // republish(), created on first use
+
+  // The messages of `partition` with offsets in [from, to), stopping early at the end of
+  // the readable log (read_committed: the last stable offset). Aborted and control
+  // records are never returned, so there may be fewer than to - from.
+  Result<std::vector<kafka::InMessage>> read_range(int32_t partition, int64_t from, int64_t to) {
+    std::vector<kafka::InMessage> out;
+    rd_kafka_t* c = consumer.get();
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset = from;
+    rd_kafka_resp_err_t err = rd_kafka_assign(c, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err) return kafka::kafka_error(err, "assign " + topic);
+    const auto deadline = SteadyClock::now() + std::chrono::milliseconds(op_timeout(opts));
+    std::optional<Error> failed;
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now()).count();
+      if (left <= 0) {
+        failed = Error::timeout("reading " + topic + " did not reach offset " + std::to_string(to));
+        break;
+      }
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(c, int(left));
+      if (!m) continue;
+      if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        rd_kafka_message_destroy(m);
+        break;
+      }
+      if (m->err) {
+        log::debug("kafka dlq read error", {{"error", rd_kafka_message_errstr(m)}});
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      const int64_t off = m->offset;
+      if (off < to) out.push_back(kafka::in_message(m));
+      rd_kafka_message_destroy(m);
+      if (off >= to - 1) break;
+    }
+    rd_kafka_assign(c, nullptr);
+    if (failed) return *failed;
+    return out;
+  }
+
+  // Retried within the operation timeout: right after topic creation the partition
+  // leaders may still be settling (NOT_LEADER_FOR_PARTITION).
+  Result<std::pair<int64_t, int64_t>> watermarks(int32_t partition) {
+    const auto deadline = SteadyClock::now() + std::chrono::milliseconds(op_timeout(opts));
+    for (;;) {
+      int64_t lo = 0, hi = 0;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now()).count();
+      auto err = rd_kafka_query_watermark_offsets(consumer.get(), topic.c_str(), partition, &lo, &hi,
+                                                  int(std::max<int64_t>(100, left)));
+      if (!err) return std::make_pair(lo, hi);
+      if (SteadyClock::now() >= deadline) return kafka::kafka_error(err, "watermarks of " + topic);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+};
+
+KafkaDlqReader::KafkaDlqReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+KafkaDlqReader::~KafkaDlqReader() = default;
+
+Result<std::unique_ptr<KafkaDlqReader>> KafkaDlqReader::open(const KafkaOptions& opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->opts = opts;
+  impl->topic = kafka::prefixed(opts, topics::dlq);
+  impl->what = "dlq reader";
+  // Partitions are assigned explicitly and nothing is committed; librdkafka still wants a
+  // group id for assign(), but this group never joins or commits.
+  kafka::Props required{{"group.id", opts.topic_prefix + "paystream-dlq-reader"},
+                        {"isolation.level", "read_committed"},
+                        {"enable.auto.commit", "false"},
+                        {"enable.auto.offset.store", "false"},
+                        {"enable.partition.eof", "true"},
+                        {"auto.offset.reset", "earliest"}};
+  // Short fetch long-polls: a read ends at the partition end, signalled after an empty fetch.
+  auto c = kafka::make_client(RD_KAFKA_CONSUMER, opts, {{"fetch.wait.max.ms", "100"}}, required, impl.get());
+  if (!c) return c.error();
+  impl->consumer = std::move(c.value());
+  rd_kafka_poll_set_consumer(impl->consumer.get());
+  return std::unique_ptr<KafkaDlqReader>(new KafkaDlqReader(std::move(impl)));
+}
+
+Result<std::vector<KafkaDlqEntry>> KafkaDlqReader::list(size_t limit) {
+  std::vector<KafkaDlqEntry> all;
+  limit = std::min(limit, kMaxListLimit);
+  if (limit == 0) return all;
+  Impl& m = *impl_;
+  std::lock_guard l(m.mu);
+  auto parts = kafka::partition_count(m.consumer.get(), m.topic, op_timeout(m.opts));
+  if (!parts) return parts.error();
+  for (int32_t p = 0; p < parts.value(); ++p) {
+    auto wm = m.watermarks(p);
+    if (!wm) return wm.error();
+    const auto [lo, hi] = wm.value();
+    // Read backwards from the end in growing chunks until this partition has `limit`
+    // letters or its start is reached (markers and aborted records take offsets too).
+    std::vector<KafkaDlqEntry> mine;
+    int64_t end = hi, chunk = std::max<int64_t>(kFirstChunk, int64_t(limit));
+    while (end > lo && mine.size() < limit) {
+      const int64_t start = std::max(lo, end - chunk);
+      auto msgs = m.read_range(p, start, end);
+      if (!msgs) return msgs.error();
+      std::vector<KafkaDlqEntry> got;
+      for (const auto& msg : msgs.value())
+        if (auto e = kafka::dlq_entry_from_message(msg, m.opts.topic_prefix)) got.push_back(std::move(*e));
+      mine.insert(mine.begin(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
+      end = start;
+      chunk *= 2;
+    }
+    all.insert(all.end(), std::make_move_iterator(mine.begin()), std::make_move_iterator(mine.end()));
+  }
+  std::sort(all.begin(), all.end(), [](const KafkaDlqEntry& a, const KafkaDlqEntry& b) {
+    return a.created_ms != b.created_ms ? a.created_ms > b.created_ms : a.position > b.position;
+  });
+  if (all.size() > limit) all.resize(limit);
+  return all;
+}
+
+Result<std::optional<KafkaDlqEntry>> KafkaDlqReader::get(int64_t position) {
+  std::optional<KafkaDlqEntry> none;
+  if (position < 0) return none;
+  const auto partition = int32_t(position / kDlqPartitionStride);
+  const int64_t offset = position % kDlqPartitionStride;
+  Impl& m = *impl_;
+  std::lock_guard l(m.mu);
+  auto parts = kafka::partition_count(m.consumer.get(), m.topic, op_timeout(m.opts));
+  if (!parts) return parts.error();
+  if (partition >= parts.value()) return none;
+  auto wm = m.watermarks(partition);
+  if (!wm) return wm.error();
+  if (offset < wm.value().first || offset >= wm.value().second) return none;
+  auto msgs = m.read_range(partition, offset, offset + 1);
+  if (!msgs) return msgs.error();
+  for (const auto& msg : msgs.value())
+    if (msg.offset == offset) return kafka::dlq_entry_from_message(msg, m.opts.topic_prefix);
+  return none;
+}
+
+Result<void> KafkaDlqReader::republish(const DeadLetter& letter) {
+  const Record& orig = letter.original;
+  if (orig.topic.empty() || orig.topic == topics::dlq || orig.event.id.empty())
+    return Error::unprocessable("dead_letter_not_replayable", "the dead letter has no original topic or event");
+  Impl& m = *impl_;
+  KafkaPublisher::Impl* pub;
+  {
+    std::lock_guard l(m.pub_mu);
+    if (!m.publisher) {
+      auto p = KafkaPublisher::Impl::open(m.opts, "dlq republisher");
+      if (!p) return p.error();
+      m.publisher = std::move(p.value());
+    }
+    pub = m.publisher.get();
+  }
+  auto r = pub->send_sync({kafka::event_message_to(m.opts, orig.topic, orig.event)});
+  if (r)
+    log::info("dead letter republished",
+              {{"topic", orig.topic}, {"event_id", orig.event.id}, {"payment_id", orig.event.key}});
+  return r;
+}
+
+// ---------- create_topics ----------
+
+Result<std::vector<std::string>> create_topics(const KafkaOptions& opts, int partitions, int replication_factor) {
+  if (partitions < 1) return Error::invalid("kafka_config_invalid", "partitions must be at least 1", "partitions");
+  if (replication_factor < 1)
+    return Error::invalid("kafka_config_invalid", "replication factor must be at least 1", "replication_factor");
+  kafka::ClientHooks hooks;
+  hooks.what = "admin";
+  auto c = kafka::make_client(RD_KAFKA_PRODUCER, opts, {}, {}, &hooks);
+  if (!c) return c.error();
+  rd_kafka_t* rk = c.value().get();
+  const int timeout = op_timeout(opts);
+  char errstr[512];
+
+  std::vector<std::string> names;
+  std::vector<rd_kafka_NewTopic_t*> news;
+  for (auto t : pipeline_topics()) {
+    names.push_back(kafka::prefixed(opts, t));
+    rd_kafka_NewTopic_t* nt =
+        rd_kafka_NewTopic_new(names.back().c_str(), partitions, replication_factor, errstr, sizeof errstr);
+    if (!nt) {
+      for (auto* n : news) rd_kafka_NewTopic_destroy(n);
+      return Error::invalid("kafka_config_invalid", std::string("topic ") + names.back() + ": " + errstr);
+    }
+    news.push_back(nt);
+  }
+  rd_kafka_AdminOptions_t* aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  rd_kafka_AdminOptions_set_request_timeout(aopts, timeout, errstr, sizeof errstr);
+  rd_kafka_AdminOptions_set_operation_timeout(aopts, timeout, errstr, sizeof errstr);
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_CreateTopics(rk, news.data(), news.size(), aopts, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, timeout + 2000);
+
+  Result<std::vector<std::string>> out = std::vector<std::string>{};
+  if (!ev) {
+    out = Error::timeout("creating Kafka topics took longer than " + std::to_string(timeout + 2000) + " ms");
+  } else if (rd_kafka_event_error(ev)) {
+    out = kafka::kafka_error(rd_kafka_event_error(ev), std::string("create topics: ") + rd_kafka_event_error_string(ev));
+  } else {
+    const rd_kafka_CreateTopics_result_t* res = rd_kafka_event_CreateTopics_result(ev);
+    size_t n = 0;
+    const rd_kafka_topic_result_t** results = rd_kafka_CreateTopics_result_topics(res, &n);
+    std::vector<std::string> created;
+    for (size_t i = 0; i < n && out; ++i) {
+      const rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
+      const char* name = rd_kafka_topic_result_name(results[i]);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) created.emplace_back(name);
+      else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        const char* msg = rd_kafka_topic_result_error_string(results[i]);
+        out = kafka::kafka_error(err, std::string("create topic ") + name + (msg ? std::string(": ") + msg : ""));
+      }
+    }
+    if (out) out = std::move(created);
+  }
+  if (ev) rd_kafka_event_destroy(ev);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_AdminOptions_destroy(aopts);
+  for (auto* n : news) rd_kafka_NewTopic_destroy(n);
+  if (!out) return out;
+
+  // Wait until every topic has its partitions in the metadata, so producers and consumers
+  // started right after this do not race topic propagation.
+  const auto deadline = SteadyClock::now() + std::chrono::milliseconds(timeout);
+  for (const auto& name : names) {
+    for (;;) {
+      auto pc = kafka::partition_count(rk, name, timeout);
+      if (pc && pc.value() > 0) break;
+      if (SteadyClock::now() >= deadline)
+        return Error::timeout("topic " + name + " did not appear in the metadata in time");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  for (const auto& name : out.value()) log::info("kafka topic created", {{"topic", name}});
+  return out;
+}
+
+// ---------- produce_raw ----------
+
+Result<void> produce_raw(const KafkaOptions& opts, const std::string& topic, const std::string& key,
+                         const std::string& value, const std::vector<std::pair<std::string, std::string>>& headers) {
+  auto pub = KafkaPublisher::Impl::open(opts, "raw producer");
+  if (!pub) return pub.error();
+  return pub.value()->send_sync({kafka::OutMessage{kafka::prefixed(opts, topic), key, value, headers}});
+}
+
+}  // namespace ps
