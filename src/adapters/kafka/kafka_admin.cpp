@@ -133,7 +133,7 @@ Result<std::vector<KafkaDlqEntry>> KafkaDlqReader::list(size_t limit) {
       if (!msgs) return msgs.error();
       std::vector<KafkaDlqEntry> got;
       for (const auto& msg : msgs.value())
-        if (auto e = kafka::dlq_entry_from_message(msg, m.opts.topic_prefix)) got.push_back(std::move(*e));
+        if (auto e = kafka::dlq_entry_from_message(msg)) got.push_back(std::move(*e));
       mine.insert(mine.begin(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
       end = start;
       chunk *= 2;
@@ -163,7 +163,7 @@ Result<std::optional<KafkaDlqEntry>> KafkaDlqReader::get(int64_t position) {
   auto msgs = m.read_range(partition, offset, offset + 1);
   if (!msgs) return msgs.error();
   for (const auto& msg : msgs.value())
-    if (msg.offset == offset) return kafka::dlq_entry_from_message(msg, m.opts.topic_prefix);
+    if (msg.offset == offset) return kafka::dlq_entry_from_message(msg);
   return none;
 }
 

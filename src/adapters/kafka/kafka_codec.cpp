@@ -185,7 +185,7 @@ Record record_from_message(const InMessage& m, const std::string& prefix) {
   return r;
 }
 
-std::optional<KafkaDlqEntry> dlq_entry_from_message(const InMessage& m, const std::string& prefix) {
+std::optional<KafkaDlqEntry> dlq_entry_from_message(const InMessage& m) {
   Event dl = event_from_message(m);
   if (dl.type != event_types::dead_letter) return std::nullopt;
   KafkaDlqEntry out;

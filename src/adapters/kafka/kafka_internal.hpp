@@ -87,7 +87,7 @@ std::string dead_letter_event_id(const DeadLetter& d);
 Event event_from_message(const InMessage& m);
 Record record_from_message(const InMessage& m, const std::string& prefix);
 // nullopt if the message is not a paystream.dead_letter event.
-std::optional<KafkaDlqEntry> dlq_entry_from_message(const InMessage& m, const std::string& prefix);
+std::optional<KafkaDlqEntry> dlq_entry_from_message(const InMessage& m);
 
 // ---------- librdkafka plumbing (kafka_client.cpp) ----------
 

@@ -18,8 +18,9 @@
 // group's committed position = max(our own `committed`, the statistics' committed_offset).
 // A partition the group never committed starts at the log start (auto.offset.reset=
 // earliest), so its lag is measured from lo_offset. Unknown values (-1/-1001) are skipped.
-// Note: on a topic written by transactions the last offset is a commit marker, so a
-// caught-up group may show a lag of 1 there (the marker is not a record it can consume).
+// On a topic written by transactions the last offset is a commit marker, not a record, so
+// end - pos stays >= 1 for a caught-up group; the lag is reported as 0 when the statistics
+// show nothing consumable between pos and end (see handle_stats).
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -249,7 +250,14 @@ struct KafkaStageLog::Impl {
       int64_t pos = std::max(ps.committed, json_i64(o, "committed_offset"));
       if (pos < 0) pos = json_i64(o, "lo_offset");
       if (pos < 0) continue;
-      lag_gauge(g.name, tp).set(double(std::max<int64_t>(0, end - pos)));
+      // Caught up although pos < end: what lies between is no record (commit markers,
+      // aborted data) if the fetcher has reached the end, everything fetched was handed
+      // out (empty queue; app_offset moves past markers) and nothing handed out is
+      // uncommitted.
+      const int64_t app = json_i64(o, "app_offset");
+      const bool caught_up = json_i64(o, "next_offset") >= end && json_i64(o, "fetchq_cnt") == 0 &&
+                             (app < 0 || app >= end) && ps.pending_from < 0;
+      lag_gauge(g.name, tp).set(caught_up ? 0.0 : double(std::max<int64_t>(0, end - pos)));
     }
   }
 
@@ -366,6 +374,11 @@ struct KafkaStageLog::Impl {
     Group& g = *gr.value();
     std::lock_guard l(g.mu);
     if (g.closed) return Error::unavailable("kafka_log_closed", "the Kafka stage log is closed");
+    // Kafka-sink groups: the transactional producer first, so that a restarted instance
+    // fences its predecessor and aborts its open transaction before consuming (an open
+    // transaction would hold back the group's committed offsets and downstream readers).
+    if (!g.db)
+      if (auto r = ensure_transactional_producer(g); !r) return r.error();
     if (auto r = ensure_consumer(g, topics); !r) return r.error();
     if (auto r = rewind(g); !r) return r.error();
 
@@ -394,20 +407,24 @@ struct KafkaStageLog::Impl {
         if (SteadyClock::now() >= deadline && out.empty()) break;
         continue;
       }
-      out.push_back(kafka::record_from_message(kafka::in_message(m), ko().topic_prefix));
+      Record r = kafka::record_from_message(kafka::in_message(m), ko().topic_prefix);
       rd_kafka_message_destroy(m);
+      // Noted as handed out at once: the statistics callback may run within this loop.
+      if (auto it = g.parts.find({r.topic, r.partition}); it != g.parts.end()) {
+        PartState& ps = it->second;
+        ps.pending_from = ps.pending_from < 0 ? r.offset : std::min(ps.pending_from, r.offset);
+        ps.polled_to = std::max(ps.polled_to, r.offset);
+      }
+      out.push_back(std::move(r));
     }
 
     // Keep only records of partitions still assigned (a rebalance may have run meanwhile)
-    // and not behind what is committed; note what is now handed out.
+    // and not behind what is committed.
     std::vector<Record> kept;
     kept.reserve(out.size());
     for (auto& r : out) {
       auto it = g.parts.find({r.topic, r.partition});
       if (it == g.parts.end() || r.offset < it->second.committed) continue;
-      PartState& ps = it->second;
-      ps.pending_from = ps.pending_from < 0 ? r.offset : std::min(ps.pending_from, r.offset);
-      ps.polled_to = std::max(ps.polled_to, r.offset);
       kept.push_back(std::move(r));
     }
     return kept;
