@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds everything in the debug preset (AddressSanitizer +
-# UBSan) and runs the whole suite: unit, contract, black-box end-to-end and crash tests.
+# UBSan), starts the local stack (Kafka, PostgreSQL, Redis on loopback: deploy/local/stack)
+# and runs the whole suite: unit, contract, black-box end-to-end and crash tests.
 # Pass ctest arguments to narrow it, e.g. scripts/test.sh -L unit  or  -LE crash
+# The stack is stopped on exit (its data kept) unless PAYSTREAM_KEEP_STACK=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake --preset debug >/dev/null
 cmake --build --preset debug
+
+# The binary just built provisions the stack (schema, topics), not a stale release build.
+export PAYSTREAM_BIN="${PAYSTREAM_BIN:-$PWD/build/debug/paystream}"
+if [[ ${PAYSTREAM_KEEP_STACK:-0} != 1 ]]; then
+  trap 'deploy/local/stack down || true' EXIT
+fi
+# Assigned first so a failing `up` stops the script (set -e does not see through eval "$(...)").
+stack_env=$(deploy/local/stack up)
+eval "$stack_env"
+export PAYSTREAM_KAFKA_BROKERS PAYSTREAM_POSTGRES_URL PAYSTREAM_REDIS_URL PAYSTREAM_REDIS_CACHE_URL
+
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 ctest --preset debug -j2 "$@"

@@ -79,7 +79,8 @@ namespace {
 constexpr size_t kMaxQueue = 100000;            // queued intake jobs before "store_overloaded"
 constexpr size_t kMaxListRows = 1000;
 constexpr int64_t kRelayBatch = 500;            // outbox rows per relay round
-constexpr auto kPublishWait = std::chrono::seconds(30);   // relay / record_attempt wait for the bus
+constexpr auto kPublishWait = std::chrono::seconds(30);   // the relay waits this long for the bus
+constexpr auto kDeadLetterWait = std::chrono::seconds(10);  // record_attempt waits this long
 constexpr auto kShutdownPublishWait = std::chrono::seconds(10);
 constexpr size_t kNotifyChunkBytes = 7000;      // NOTIFY payloads must stay below 8000 bytes
 constexpr size_t kDeleteChunk = 5000;           // outbox ids per DELETE
@@ -502,6 +503,13 @@ struct PgStore::Impl {
   std::condition_variable stop_cv;
   bool stop_bg = false;
   std::atomic<int> listen_state{0};  // 0 connecting, 1 listening, -1 failed attempt
+  void set_listen_state(int v) {
+    {
+      std::lock_guard g(stop_mu);
+      listen_state = v;
+    }
+    stop_cv.notify_all();
+  }
 
   std::mutex fn_mu;
   std::function<void(const std::vector<std::string>&)> terminal_fn;
@@ -549,10 +557,10 @@ void PgStore::Impl::start() {
   if (opts.relay_interval_ms > 0) relay = std::thread([this] { relay_loop(); });
   if (opts.listen_terminal) {
     listener = std::thread([this] { listen_loop(); });
-    // Traffic may start right after open(): wait (bounded) for the first LISTEN.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts.connect_timeout_ms + 2000);
-    while (listen_state.load() == 0 && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Traffic may start right after open(): wait (bounded) for the first LISTEN attempt.
+    std::unique_lock lk(stop_mu);
+    stop_cv.wait_for(lk, std::chrono::milliseconds(opts.connect_timeout_ms + 2000),
+                     [&] { return listen_state.load() != 0; });
     if (listen_state.load() != 1) log::warn("terminal listener not connected yet; it keeps retrying");
   }
 }
@@ -1042,7 +1050,7 @@ void PgStore::Impl::listen_loop() {
     auto cr = Conn::connect(conn_options(opts));
     Result<void> lr = cr ? (*cr)->exec_script("LISTEN " + (*cr)->quote_ident(channel)) : Result<void>(cr.error());
     if (!lr) {
-      listen_state = -1;
+      set_listen_state(-1);
       log::warn("terminal listener cannot LISTEN; retrying", {{"error", lr.error().message},
                                                              {"retry_ms", std::to_string(backoff_ms)}});
       if (!sleep_unless_stopped(std::chrono::milliseconds(backoff_ms))) return;
@@ -1050,7 +1058,7 @@ void PgStore::Impl::listen_loop() {
       continue;
     }
     backoff_ms = 100;
-    listen_state = 1;
+    set_listen_state(1);
     Conn& c = **cr;
     for (;;) {
       {
@@ -1087,7 +1095,7 @@ void PgStore::Impl::listen_loop() {
       }
       if (!c.healthy()) break;
     }
-    listen_state = -1;
+    set_listen_state(-1);
     if (!sleep_unless_stopped(std::chrono::milliseconds(backoff_ms))) return;
   }
 }
@@ -1446,7 +1454,7 @@ Result<void> PgStore::record_attempt(const WebhookDelivery& updated, std::option
     comp->published({{}, pr ? std::vector<int64_t>{outbox_id} : std::vector<int64_t>{}});
     done->set_value(pr.ok());
   });
-  if (fut.wait_for(kPublishWait) != std::future_status::ready)
+  if (fut.wait_for(kDeadLetterWait) != std::future_status::ready)
     log::warn("dead letter publish not acknowledged yet; the outbox relay will retry",
               {{"delivery_id", updated.id}});
   return {};
