@@ -59,6 +59,8 @@ void add_redis_options(CLI::App& c, DistConfig& d) {
   opt(c, "--session-ttl-s", d.session_ttl_s, "lifetime of a cached API-key session");
   opt(c, "--status-processing-ttl-s", d.status_processing_ttl_s, "lifetime of a cached processing payment");
   opt(c, "--status-terminal-ttl-s", d.status_terminal_ttl_s, "lifetime of a cached terminal payment");
+  opt(c, "--idempotency-in-flight-lease-ms", d.idempotency_in_flight_lease_ms,
+      "a key held by a crashed gateway answers 409 at most this long");
 }
 
 void add_worker_options(CLI::App& c, DistConfig& d) {
@@ -85,6 +87,8 @@ Result<void> DistConfig::validate(Needs needs) const {
   if (outbox_relay_after_ms < 100) return bad("outbox_relay_after_ms", "--outbox-relay-after-ms must be >= 100");
   if (redis_timeout_ms < 1 || redis_timeout_ms > 60000) return bad("redis_timeout_ms", "--redis-timeout-ms must be 1..60000");
   if (redis_pool_size < 1 || redis_pool_size > 256) return bad("redis_pool_size", "--redis-pool-size must be 1..256");
+  if (idempotency_in_flight_lease_ms < 1000)
+    return bad("idempotency_in_flight_lease_ms", "--idempotency-in-flight-lease-ms must be >= 1000");
   if (session_ttl_s < 1 || status_processing_ttl_s < 1 || status_terminal_ttl_s < 1)
     return bad("ttl", "cache TTLs must be >= 1 s");
   static const std::set<std::string> known = {"fraud", "processor", "ledger", "notifier"};

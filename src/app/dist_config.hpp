@@ -36,6 +36,7 @@ struct DistConfig {
   int64_t session_ttl_s = 3600;
   int64_t status_processing_ttl_s = 30;
   int64_t status_terminal_ttl_s = 3600;
+  int64_t idempotency_in_flight_lease_ms = 15000;  // a crashed gateway pins a key at most this long
   // Workers
   std::vector<std::string> stages;      // fraud, processor, ledger, notifier
   std::string metrics_listen = "127.0.0.1:9100";

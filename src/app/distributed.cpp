@@ -97,7 +97,8 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
   auto cache = open_redis(d, d.redis_cache_url, "cache");
   if (!cache) return startup_error("cannot open Redis (cache)", cache.error());
 
-  RedisIdempotencyCache idempotency(**durable, seconds(cfg.idempotency_ttl_s));
+  RedisIdempotencyCache idempotency(**durable, seconds(cfg.idempotency_ttl_s),
+                                    milliseconds(d.idempotency_in_flight_lease_ms));
   RedisRateLimiter rate_limiter(**durable);
   RedisCachedMerchants merchants(**store, **cache, seconds(d.session_ttl_s));
   RedisCachedPayments payments(**store, **cache, seconds(d.status_processing_ttl_s), seconds(d.status_terminal_ttl_s));

@@ -69,6 +69,23 @@ TEST_F(RedisFastState, FlushAllForgetsFinishedKeysAndBeginStartsAgain) {
   EXPECT_FALSE(after->record.has_value());
 }
 
+// A gateway killed mid-request never finishes nor abandons its key; the in-flight record is
+// a lease, so retries (on any gateway) see 409 only until it runs out, then may proceed
+// (the database's unique constraint decides the outcome).
+TEST_F(RedisFastState, InFlightKeyOfACrashedGatewayIsALease) {
+  RedisIdempotencyCache crashed(*client_, 24h, 15s);
+  ASSERT_EQ(crashed.begin("mer_l", "k", "fp", kT0)->state, State::started);
+  auto other = open_client(url_, "durable", prefix_);
+  ASSERT_TRUE(other);
+  RedisIdempotencyCache survivor(*other, 24h, 15s);
+  EXPECT_EQ(survivor.begin("mer_l", "k", "fp", kT0 + 14'999)->state, State::in_flight);
+  auto later = survivor.begin("mer_l", "k", "fp", kT0 + 15'001);
+  ASSERT_TRUE(later.ok());
+  EXPECT_EQ(later->state, State::started);
+  // The new owner holds a fresh lease.
+  EXPECT_EQ(crashed.begin("mer_l", "k", "fp", kT0 + 20'000)->state, State::in_flight);
+}
+
 TEST_F(RedisFastState, RateLimitIsSharedByTwoGateways) {
   // Two processes' clients (separate pools) on the same keys.
   auto other = open_client(url_, "durable", prefix_);

@@ -62,9 +62,14 @@ class RedisClient {
   std::unique_ptr<Impl> impl_;
 };
 
+// In-flight records are leases: a gateway killed mid-request leaves its key "in flight" in
+// the shared Redis, so the lease (default 15 s, longer than any request's store and publish
+// timeouts) bounds how long retries of that key see 409 before one may proceed — the
+// database's unique constraint still decides what happens then.
 class RedisIdempotencyCache final : public IdempotencyCache {
  public:
-  RedisIdempotencyCache(RedisClient& redis, std::chrono::seconds ttl);
+  RedisIdempotencyCache(RedisClient& redis, std::chrono::seconds ttl,
+                        std::chrono::milliseconds in_flight_lease = std::chrono::seconds(15));
   Result<Begin> begin(const std::string& merchant_id, const std::string& key,
                       const std::string& fingerprint, int64_t now_ms) override;
   void finish(const IdempotencyRecord& record, int64_t now_ms) override;
@@ -72,6 +77,7 @@ class RedisIdempotencyCache final : public IdempotencyCache {
  private:
   RedisClient& redis_;
   std::chrono::seconds ttl_;
+  std::chrono::milliseconds lease_;
 };
 
 // Token bucket in one Lua script (atomic across gateways).

@@ -111,15 +111,16 @@ constexpr int64_t kMaxInFlightMs = 5 * 60 * 1000;  // as InMemoryIdempotencyCach
 
 }  // namespace
 
-RedisIdempotencyCache::RedisIdempotencyCache(RedisClient& redis, std::chrono::seconds ttl)
-    : redis_(redis), ttl_(ttl) {}
+RedisIdempotencyCache::RedisIdempotencyCache(RedisClient& redis, std::chrono::seconds ttl,
+                                             std::chrono::milliseconds in_flight_lease)
+    : redis_(redis), ttl_(ttl), lease_(std::max(std::chrono::milliseconds(1), in_flight_lease)) {}
 
 Result<IdempotencyCache::Begin> RedisIdempotencyCache::begin(const std::string& merchant_id,
                                                              const std::string& key,
                                                              const std::string& fingerprint, int64_t now_ms) {
   const int64_t ttl_ms = std::max<int64_t>(1, std::chrono::milliseconds(ttl_).count());
   // A request that never finishes nor abandons (crashed gateway) pins its key at most this long.
-  const int64_t in_flight_ms = std::min(kMaxInFlightMs, ttl_ms);
+  const int64_t in_flight_ms = std::min({kMaxInFlightMs, ttl_ms, int64_t(lease_.count())});
   Begin started;
   started.state = State::started;
   started.fingerprint = fingerprint;
