@@ -1,8 +1,20 @@
-// The adapters the store/event-log contract suites run against.
+// The adapters the store/event-log contract suites run against:
+// * Sqlite — the embedded shape (one SQLite file is log and store).
+// * Distributed — PgStore (PostgreSQL) as the durable store and position sink,
+//   KafkaPublisher for intake events and outbox, KafkaStageLog as the log (database
+//   groups ledger, notifier and the suites' test-ledger), dead letters read from tx.dlq
+//   with replay marks in PostgreSQL. Each harness uses its own schema and topic prefix
+//   (one partition per topic) on the servers named by PAYSTREAM_POSTGRES_URL and
+//   PAYSTREAM_KAFKA_BROKERS; a missing variable fails the test.
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
 
+#include "adapters/kafka/kafka.hpp"
+#include "adapters/postgres/pg_store.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "contract/store_harness.hpp"
+#include "postgres/pg_test_util.hpp"
 
 namespace ps::contract {
 namespace {
@@ -51,10 +63,197 @@ class SqliteHarness final : public StoreHarness {
   std::unique_ptr<SqliteStore> store_;
 };
 
+// Kafka makes a record visible to a consumer a fetch round after the broker acknowledged
+// it, and a rewound consumer needs another fetch before it returns records again. The
+// suites poll with short waits and expect what was committed before, so this wrapper
+// polls repeatedly (each poll returns every record after the committed position, so a
+// larger result is a superset) and returns the largest result once it has not grown for
+// kSettle, or after kQuiet (or the caller's wait) with nothing. Commits go straight through.
+class SettlingLog final : public StageLog {
+ public:
+  static constexpr auto kQuiet = std::chrono::milliseconds(2000);
+  static constexpr auto kSettle = std::chrono::milliseconds(600);
+  explicit SettlingLog(StageLog* inner = nullptr) : inner_(inner) {}
+  void reset(StageLog* inner) { inner_ = inner; }
+  Result<std::vector<Record>> poll(const std::string& group, const std::vector<std::string>& topics, size_t max,
+                                   std::chrono::milliseconds wait) override {
+    using namespace std::chrono;
+    const auto deadline = steady_clock::now() + std::max<milliseconds>(wait, kQuiet);
+    std::vector<Record> best;
+    auto grown = steady_clock::now();
+    for (;;) {
+      auto left = duration_cast<milliseconds>(deadline - steady_clock::now());
+      auto r = inner_->poll(group, topics, max, std::clamp(left, milliseconds(0), milliseconds(250)));
+      if (!r) return r;
+      if (r->size() > best.size()) {
+        best = std::move(r.value());
+        grown = steady_clock::now();
+      }
+      if ((!best.empty() && steady_clock::now() - grown >= kSettle) || steady_clock::now() >= deadline) return best;
+    }
+  }
+  Result<void> commit(const std::string& group, const std::vector<Record>& consumed, Effects effects) override {
+    return inner_->commit(group, consumed, std::move(effects));
+  }
+
+ private:
+  StageLog* inner_;
+};
+
+// tx.dlq read from Kafka; the "replayed" marks in PostgreSQL (as `paystream dlq` does it).
+class KafkaPgDeadLetters final : public DeadLetterStore {
+ public:
+  KafkaPgDeadLetters(KafkaDlqReader& reader, PgStore& store, const Clock& clock)
+      : reader_(reader), store_(store), clock_(clock) {}
+  Result<std::vector<DeadLetterView>> list_dead_letters(size_t limit) override {
+    auto entries = reader_.list(limit);
+    if (!entries) return entries.error();
+    std::vector<DeadLetterView> out;
+    for (auto& e : *entries) {
+      auto v = view(std::move(e));
+      if (!v) return v.error();
+      out.push_back(std::move(*v));
+    }
+    return out;
+  }
+  Result<std::optional<DeadLetterView>> get_dead_letter(int64_t position) override {
+    auto e = reader_.get(position);
+    if (!e) return e.error();
+    if (!*e) return std::optional<DeadLetterView>();
+    auto v = view(std::move(**e));
+    if (!v) return v.error();
+    return std::optional<DeadLetterView>(std::move(*v));
+  }
+  Result<void> replay_dead_letter(int64_t position) override {
+    auto e = reader_.get(position);
+    if (!e) return e.error();
+    if (!*e) return Error::not_found("no dead letter at position " + std::to_string(position));
+    auto marked = store_.mark_dead_letter_replayed(position, clock_.now_ms());
+    if (!marked) return marked.error();
+    if (!*marked) return Error::conflict("already_replayed", "dead letter was replayed already");
+    if (auto r = reader_.republish((*e)->letter); !r) {
+      (void)store_.unmark_dead_letter_replayed(position);
+      return r.error();
+    }
+    return ok();
+  }
+
+ private:
+  Result<DeadLetterView> view(KafkaDlqEntry e) {
+    auto replayed = store_.dead_letter_replayed(e.position);
+    if (!replayed) return replayed.error();
+    return DeadLetterView{e.position, std::move(e.letter), e.created_ms, *replayed};
+  }
+  KafkaDlqReader& reader_;
+  PgStore& store_;
+  const Clock& clock_;
+};
+
+std::string env_or_throw(const char* var) {
+  const char* v = std::getenv(var);
+  if (!v || !*v)
+    throw std::runtime_error(std::string(var) + " is not set (scripts/test.sh starts the servers and exports it)");
+  return v;
+}
+
+class DistributedHarness final : public StoreHarness {
+ public:
+  DistributedHarness() {
+    ko_.brokers = env_or_throw("PAYSTREAM_KAFKA_BROKERS");
+    url_ = env_or_throw("PAYSTREAM_POSTGRES_URL");
+    ko_.topic_prefix = random_token("c", 6) + ".";
+    ko_.client_id = "paystream-contract";
+    ko_.request_timeout_ms = 10000;
+    ko_.transaction_timeout_ms = 15000;
+    ko_.session_timeout_ms = 6000;  // the broker's minimum
+    schema_ = pg_test::unique_schema();
+    // One partition per topic: the suites read offsets of one partition.
+    auto topics = create_topics(ko_, 1, 1);
+    if (!topics) throw std::runtime_error("create_topics: " + topics.error().message);
+    auto v = pg_migrate(url_, schema_);
+    if (!v) throw std::runtime_error("pg_migrate: " + v.error().message);
+    open();
+  }
+  ~DistributedHarness() override {
+    close();
+    pg_test::drop_schema(url_, schema_);
+  }
+  StageLog& log() override { return settling_; }
+  DeadLetterStore& dead_letters() override { return *dlq_; }
+  IntakeStore& intake() override { return *store_; }
+  PaymentQueries& queries() override { return *store_; }
+  MerchantStore& merchants() override { return *store_; }
+  EndpointStore& endpoints() override { return *store_; }
+  EventQueries& events() override { return *store_; }
+  DeliveryStore& deliveries() override { return *store_; }
+  void reopen() override {
+    close();
+    open();
+  }
+  // What a group that never commits sees on `topic` (each poll returns every record).
+  int64_t count_events(const std::string& topic) override {
+    SettlingLog counting(counter_.get());
+    auto r = counting.poll("count-" + topic, {topic}, 10000, std::chrono::milliseconds(0));
+    if (!r) throw std::runtime_error("count_events: " + r.error().message);
+    return int64_t(r->size());
+  }
+  bool global_log_order() const override { return false; }
+  bool log_dedups_event_ids() const override { return false; }
+  bool produce_atomic_with_store() const override { return false; }
+  bool replay_uses_logged_event() const override { return false; }
+
+ private:
+  template <class T>
+  static std::unique_ptr<T> must(Result<std::unique_ptr<T>> r, const char* what) {
+    if (!r) throw std::runtime_error(std::string(what) + ": " + r.error().message);
+    return std::move(r.value());
+  }
+  void open() {
+    publisher_ = must(KafkaPublisher::open(ko_), "KafkaPublisher::open");
+    PgOptions po;
+    po.url = url_;
+    po.schema = schema_;
+    po.pool_size = 8;
+    store_ = must(PgStore::open(po, clock, *publisher_), "PgStore::open");
+    KafkaStageLogOptions lo;
+    lo.kafka = ko_;
+    lo.database_groups = {"ledger", "notifier", "test-ledger"};
+    lo.sink = store_.get();
+    log_ = must(KafkaStageLog::open(lo), "KafkaStageLog::open");
+    settling_.reset(log_.get());
+    KafkaStageLogOptions co;
+    co.kafka = ko_;
+    counter_ = must(KafkaStageLog::open(co), "KafkaStageLog::open (counter)");
+    reader_ = must(KafkaDlqReader::open(ko_), "KafkaDlqReader::open");
+    dlq_ = std::make_unique<KafkaPgDeadLetters>(*reader_, *store_, clock);
+  }
+  void close() {
+    dlq_.reset();
+    reader_.reset();
+    if (counter_) counter_->close();
+    counter_.reset();
+    if (log_) log_->close();
+    log_.reset();
+    store_.reset();  // answers intake callbacks still waiting for the publisher
+    if (publisher_) publisher_->flush(std::chrono::seconds(5));
+    publisher_.reset();
+  }
+
+  KafkaOptions ko_;
+  std::string url_, schema_;
+  std::unique_ptr<KafkaPublisher> publisher_;
+  std::unique_ptr<PgStore> store_;
+  std::unique_ptr<KafkaStageLog> log_, counter_;
+  std::unique_ptr<KafkaDlqReader> reader_;
+  std::unique_ptr<KafkaPgDeadLetters> dlq_;
+  SettlingLog settling_;
+};
+
 }  // namespace
 
 std::vector<HarnessFactory> store_factories() {
-  return {HarnessFactory{"Sqlite", [] { return std::unique_ptr<StoreHarness>(new SqliteHarness()); }}};
+  return {HarnessFactory{"Sqlite", [] { return std::unique_ptr<StoreHarness>(new SqliteHarness()); }},
+          HarnessFactory{"Distributed", [] { return std::unique_ptr<StoreHarness>(new DistributedHarness()); }}};
 }
 
 }  // namespace ps::contract

@@ -35,6 +35,23 @@ class StoreHarness {
   virtual void reopen() = 0;
   // Number of events ever appended to `topic`.
   virtual int64_t count_events(const std::string& topic) = 0;
+
+  // Capabilities: properties of the embedded shape that a distributed adapter does not
+  // have by design. A suite asserting one skips it (GTEST_SKIP with the reason) or leaves
+  // out just that assertion for adapters without it; the embedded adapter keeps them all.
+  // One total order of offsets across topics (embedded: one events table; Kafka: offsets
+  // per topic partition).
+  virtual bool global_log_order() const { return true; }
+  // The log itself ignores a re-produced (topic, event id) at append time (embedded:
+  // UNIQUE(topic, id)); Kafka appends it again and consumers deduplicate by event id.
+  virtual bool log_dedups_event_ids() const { return true; }
+  // A database-sink commit's produced events and its database effects commit together
+  // (embedded: one transaction); distributed: events are published (acks=all) before the
+  // database transaction, so a failed database commit leaves them on the bus.
+  virtual bool produce_atomic_with_store() const { return true; }
+  // Replaying a dead letter appends the event as it is in the log (looked up by topic and
+  // id), not the letter's own copy of it.
+  virtual bool replay_uses_logged_event() const { return true; }
   ManualClock clock;
 };
 

@@ -1,0 +1,673 @@
+// PgStore against a real PostgreSQL (PAYSTREAM_POSTGRES_URL), each test in a fresh schema:
+// migrations, database-level uniqueness, the pool's bounds, killed connections, the
+// outbox relay, LISTEN/NOTIFY, group commit with a failing job, PositionSink idempotency
+// and the refund checks under concurrency. The EventPublisher here is the recording test
+// double from pg_test_util.hpp (a port; the Kafka publisher is tested with Kafka).
+#include <gtest/gtest.h>
+
+#include <future>
+#include <set>
+#include <thread>
+
+#include "common/metrics.hpp"
+#include "contract/store_harness.hpp"
+#include "postgres/pg_test_util.hpp"
+
+namespace ps {
+namespace {
+
+using contract::accept_payment_sync;
+using contract::accept_refund_sync;
+using contract::payment_cmd;
+using contract::refund_cmd;
+using contract::reversal_for;
+using contract::succeed_payment;
+using pg_test::eventually;
+
+class PgStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    url = pg_test::url();
+    ASSERT_FALSE(url.empty());
+    schema = pg_test::unique_schema();
+    auto v = pg_migrate(url, schema);
+    ASSERT_TRUE(v.ok()) << v.error().message;
+    ASSERT_EQ(*v, pg_schema_version());
+    sql = pg_test::raw(url, schema);
+    mon = pg_test::raw(url, schema);
+    ASSERT_TRUE(sql && mon);
+  }
+  void TearDown() override {
+    store.reset();
+    sql.reset();
+    mon.reset();
+    pg_test::drop_schema(url, schema);
+  }
+  PgOptions options() {
+    PgOptions o;
+    o.url = url;
+    o.schema = schema;
+    o.pool_size = 4;
+    return o;
+  }
+  std::unique_ptr<PgStore> open(const PgOptions& o) {
+    auto r = PgStore::open(o, clock, pub);
+    EXPECT_TRUE(r.ok()) << (r ? "" : r.error().message);
+    return r ? std::move(r.value()) : nullptr;
+  }
+  int64_t scalar(const std::string& q, const pg::Params& ps = {}, pg::Conn* on = nullptr) {
+    auto r = (on ? on : sql.get())->exec(q, ps);
+    EXPECT_TRUE(r.ok()) << (r ? "" : r.error().message);
+    return r ? r->i64(0, 0) : -1;
+  }
+  // Backends of this test's store (found by application_name).
+  int64_t backends(const std::string& app, const std::string& extra = "") {
+    return scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1" + extra, pg::Params(app),
+                  mon.get());
+  }
+  // Terminates the store's backends and waits until they are gone.
+  void kill_backends(const std::string& app, const std::string& extra = "") {
+    auto pids = mon->exec("WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE application_name = $1" +
+                              extra + ") SELECT string_agg(pid::text, ',') FROM victims WHERE pg_terminate_backend(pid)",
+                          pg::Params(app));
+    ASSERT_TRUE(pids.ok()) << pids.error().message;
+    ASSERT_FALSE(pids->text(0, 0).empty()) << "no backend to kill";
+    ASSERT_TRUE(eventually([&] {
+      return scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(string_to_array($1, ',')::int[])",
+                    pg::Params(pids->text(0, 0)), mon.get()) == 0;
+    })) << "killed " << pids->text(0, 0) << "; still there: "
+        << mon->exec("SELECT string_agg(pid || ' ' || state || ' ' || query, '; ') FROM pg_stat_activity "
+                     "WHERE pid = ANY(string_to_array($1, ',')::int[])",
+                     pg::Params(pids->text(0, 0)))
+               ->text(0, 0);
+  }
+  PgStore::Totals totals() {
+    auto t = store->totals();
+    EXPECT_TRUE(t.ok()) << (t ? "" : t.error().message);
+    return t ? *t : PgStore::Totals{};
+  }
+  Payment accepted_payment(const std::string& merchant, const std::string& key, int64_t amount) {
+    auto cmd = payment_cmd(merchant, key, amount, clock.now_ms());
+    Payment p = cmd.payment;
+    auto r = accept_payment_sync(*store, std::move(cmd));
+    EXPECT_TRUE(r.ok() && r->created) << (r ? "" : r.error().message);
+    return p;
+  }
+  Payment settled(const std::string& merchant, const std::string& key, int64_t amount, int64_t fee = 0) {
+    Payment p = accepted_payment(merchant, key, amount);
+    auto r = store->apply("ledger", {}, succeed_payment(p, clock.now_ms(), fee));
+    EXPECT_TRUE(r.ok()) << (r ? "" : r.error().message);
+    return p;
+  }
+
+  ManualClock clock;
+  pg_test::RecordingPublisher pub;
+  std::string url, schema;
+  std::unique_ptr<pg::Conn> sql;
+  // pg_stat_activity is read on its own connection: inside a transaction (as `sql` may be)
+  // the view is a snapshot taken at its first read.
+  std::unique_ptr<pg::Conn> mon;
+  std::unique_ptr<PgStore> store;
+};
+
+// ---------- migrations ----------
+
+TEST_F(PgStoreTest, MigrationsAreIdempotentAndSafeToRunConcurrently) {
+  std::string fresh = pg_test::unique_schema();
+  std::vector<std::thread> threads;
+  std::vector<Result<int>> results(8, Error::internal("unset"));
+  for (int i = 0; i < 8; ++i) threads.emplace_back([&, i] { results[i] = pg_migrate(url, fresh); });
+  for (auto& t : threads) t.join();
+  for (auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(*r, pg_schema_version());
+  }
+  auto again = pg_migrate(url, fresh);
+  ASSERT_TRUE(again.ok());
+  auto c = pg_test::raw(url, fresh);
+  auto n = c->exec("SELECT count(*), max(version) FROM schema_migrations");
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->i64(0, 0), pg_schema_version()) << "one row per version, whoever applied it";
+  EXPECT_EQ(n->i64(0, 1), pg_schema_version());
+  auto tables = c->exec(
+      "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name IN ('merchants', "
+      "'payments', 'refunds', 'idempotency', 'journal_entries', 'postings', 'webhook_endpoints', 'merchant_events', "
+      "'webhook_deliveries', 'outbox', 'consumer_positions', 'dlq_replays', 'schema_migrations')",
+      pg::Params(fresh));
+  ASSERT_TRUE(tables.ok());
+  EXPECT_EQ(tables->i64(0, 0), 13);
+  pg_test::drop_schema(url, fresh);
+
+  // A store refuses a database that was not migrated.
+  PgOptions o = options();
+  o.schema = pg_test::unique_schema();
+  auto refused = PgStore::open(o, clock, pub);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("older"), std::string::npos) << refused.error().message;
+}
+
+// ---------- database-level uniqueness ----------
+
+TEST_F(PgStoreTest, UniqueAndCheckConstraintsRejectDuplicatesInTheDatabase) {
+  auto exec = [&](const std::string& q) { return sql->exec(q); };
+  auto expect_code = [&](const std::string& q, const char* code) {
+    auto r = exec(q);
+    ASSERT_FALSE(r.ok()) << q;
+    EXPECT_EQ(r.error().code, code) << r.error().message;
+  };
+  const std::string pay =
+      "INSERT INTO payments(id, merchant_id, idempotency_key, amount_minor, currency, status, created_ms, updated_ms) "
+      "VALUES";
+  ASSERT_TRUE(exec(pay + "('pay_a', 'mer_1', 'k', 100, 'EUR', 'succeeded', 1, 1)").ok());
+  expect_code(pay + "('pay_b', 'mer_1', 'k', 100, 'EUR', 'succeeded', 1, 1)", "unique_violation");
+  expect_code(pay + "('pay_c', 'mer_1', 'k2', 100, 'EUR', 'bogus', 1, 1)", "check_violation");
+  expect_code(pay + "('pay_d', 'mer_1', 'k3', 0, 'EUR', 'processing', 1, 1)", "check_violation");
+  expect_code("UPDATE payments SET amount_refunded_minor = 101 WHERE id = 'pay_a'", "check_violation");
+
+  const std::string je = "INSERT INTO journal_entries(id, kind, merchant_id, payment_id, refund_id, created_ms) VALUES";
+  ASSERT_TRUE(exec(je + "('je_1', 'settlement', 'mer_1', 'pay_a', NULL, 1)").ok());
+  expect_code(je + "('je_2', 'settlement', 'mer_1', 'pay_a', NULL, 1)", "unique_violation");  // 2nd settlement
+
+  const std::string rf =
+      "INSERT INTO refunds(id, payment_id, merchant_id, idempotency_key, amount_minor, currency, status, "
+      "created_ms, updated_ms) VALUES";
+  ASSERT_TRUE(exec(rf + "('re_1', 'pay_a', 'mer_1', 'rk', 10, 'EUR', 'processing', 1, 1)").ok());
+  expect_code(rf + "('re_2', 'pay_a', 'mer_1', 'rk', 10, 'EUR', 'processing', 1, 1)", "unique_violation");
+  expect_code(rf + "('re_3', 'pay_zzz', 'mer_1', 'rk3', 10, 'EUR', 'processing', 1, 1)", "foreign_key_violation");
+  ASSERT_TRUE(exec(je + "('je_r1', 'refund', 'mer_1', 'pay_a', 're_1', 1)").ok());
+  expect_code(je + "('je_r2', 'refund', 'mer_1', 'pay_a', 're_1', 1)", "unique_violation");  // 2nd reversal
+
+  expect_code("INSERT INTO idempotency VALUES('mer_1', 'k', 'f', 202, '', 'pay_a', 1), ('mer_1', 'k', 'g', 202, '', "
+              "'pay_a', 1)",
+              "unique_violation");
+  expect_code("INSERT INTO consumer_positions VALUES('g', 't', 0, 1), ('g', 't', 0, 2)", "unique_violation");
+
+  store = open(options());
+  Merchant m{"mer_1", "One", "hash-1", 0, 0, 1};
+  ASSERT_TRUE(store->create_merchant(m).ok());
+  m.id = "mer_2";
+  auto dup = store->create_merchant(m);  // same key hash
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(dup.error().code, "merchant_exists");
+}
+
+// ---------- pool ----------
+
+TEST_F(PgStoreTest, PoolIsBoundedAndWaitingTimesOutWithARetryableError) {
+  auto& in_use = metrics::registry().gauge("paystream_db_pool_in_use", "");
+  auto& waits = metrics::registry().histogram("paystream_db_pool_wait_seconds", "");
+  const double base = in_use.value();
+  const uint64_t waited = waits.snapshot().count;
+  pg::Pool pool(pg::PoolOptions{pg::ConnOptions{url, schema, 3000, 5000}, 2, 200});
+  auto a = pool.acquire();
+  auto b = pool.acquire();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(pool.open_connections(), 2u);
+  EXPECT_EQ(in_use.value(), base + 2);
+  auto t0 = std::chrono::steady_clock::now();
+  auto c = pool.acquire();
+  auto waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().kind, ErrorKind::unavailable);
+  EXPECT_TRUE(c.error().retryable);
+  EXPECT_EQ(c.error().code, "db_pool_exhausted");
+  EXPECT_GE(waited_ms, 180);
+  EXPECT_LT(waited_ms, 2000);
+  EXPECT_EQ(waits.snapshot().count, waited + 3);
+
+  // A waiter gets the connection released meanwhile.
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto gone = std::move(a.value());
+  });
+  auto d = pool.acquire();
+  release.join();
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_EQ(pool.open_connections(), 2u);
+  EXPECT_TRUE((*d)->exec("SELECT 1").ok());
+}
+
+TEST_F(PgStoreTest, StoreCallsFailFastWhenEveryConnectionIsBusy) {
+  const std::string app = "pstapp_" + schema;
+  PgOptions o = options();
+  o.url = pg_test::with_app_name(url, app);
+  o.pool_size = 1;
+  o.pool_wait_timeout_ms = 300;
+  store = open(o);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(sql->exec_script("BEGIN; LOCK TABLE merchants IN ACCESS EXCLUSIVE MODE").ok());
+  auto blocked = std::async(std::launch::async, [&] { return store->all_merchants(); });
+  ASSERT_TRUE(eventually([&] { return backends(app, " AND wait_event_type = 'Lock'") == 1; }));
+  auto r = store->get_payment("mer_1", "pay_x");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "db_pool_exhausted");
+  EXPECT_TRUE(r.error().retryable);
+  ASSERT_TRUE(sql->exec_script("COMMIT").ok());
+  auto m = blocked.get();
+  EXPECT_TRUE(m.ok()) << m.error().message;
+  EXPECT_TRUE(store->get_payment("mer_1", "pay_x").ok());
+}
+
+// ---------- killed connections ----------
+
+TEST_F(PgStoreTest, KilledConnectionIsARetryableErrorThenTheStoreRecovers) {
+  const std::string app = "pstapp_" + schema;
+  PgOptions o = options();
+  o.url = pg_test::with_app_name(url, app);
+  o.pool_size = 1;
+  store = open(o);
+  ASSERT_TRUE(store);
+
+  // Idle connection killed: the next read fails retryably, the one after works.
+  ASSERT_TRUE(store->get_payment("mer_1", "pay_x").ok());
+  kill_backends(app);
+  auto r = store->get_payment("mer_1", "pay_x");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::unavailable) << r.error().message;
+  EXPECT_TRUE(r.error().retryable);
+  EXPECT_TRUE(store->get_payment("mer_1", "pay_x").ok());
+
+  // The intake writer: same.
+  kill_backends(app);
+  auto cmd = payment_cmd("mer_1", "k1", 500, clock.now_ms());
+  Payment p = cmd.payment;
+  auto a = accept_payment_sync(*store, cmd);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.error().kind, ErrorKind::unavailable) << a.error().message;
+  auto b = accept_payment_sync(*store, cmd);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_TRUE(b->created);
+
+  // Killed in the middle of a transaction (apply waits on a row lock): retryable, nothing
+  // half-applied, and the retry applies it.
+  ASSERT_TRUE(eventually([&] { return totals().outbox_pending == 0; }));  // the pool is idle again
+  ASSERT_TRUE(sql->exec_script("BEGIN").ok());
+  ASSERT_TRUE(sql->exec("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", pg::Params(p.id)).ok());
+  auto applying = std::async(std::launch::async, [&] {
+    return store->apply("ledger", {Record{"tx.validated", 0, 7, Event{}}}, succeed_payment(p, clock.now_ms()));
+  });
+  ASSERT_TRUE(eventually([&] { return backends(app, " AND wait_event_type = 'Lock'") == 1; }));
+  kill_backends(app);
+  auto killed = applying.get();
+  ASSERT_FALSE(killed.ok());
+  EXPECT_EQ(killed.error().kind, ErrorKind::unavailable) << killed.error().message;
+  ASSERT_TRUE(sql->exec_script("ROLLBACK").ok());
+  EXPECT_EQ(scalar("SELECT count(*) FROM consumer_positions"), 0);
+  auto retried = store->apply("ledger", {Record{"tx.validated", 0, 7, Event{}}}, succeed_payment(p, clock.now_ms()));
+  ASSERT_TRUE(retried.ok()) << retried.error().message;
+  EXPECT_EQ(store->get_payment("mer_1", p.id)->value().status, PaymentStatus::succeeded);
+  EXPECT_EQ(totals().settlements, 1);
+  EXPECT_EQ(store->positions("ledger")->at({"tx.validated", 0}), 8);
+}
+
+// ---------- outbox and relay ----------
+
+TEST_F(PgStoreTest, RelayRepublishesWhatAFailedPublishLeftInTheOutbox) {
+  PgOptions o = options();
+  o.relay_after_ms = 1000;
+  store = open(o);
+  ASSERT_TRUE(store);
+
+  pub.fail = true;
+  auto cmd = payment_cmd("mer_1", "k1", 500, clock.now_ms());
+  Event initiated = cmd.initiated;
+  auto r = accept_payment_sync(*store, cmd);
+  ASSERT_TRUE(r.ok()) << r.error().message;  // committed: the caller is answered anyway
+  EXPECT_TRUE(r->created);
+  EXPECT_EQ(totals().outbox_pending, 1);
+
+  auto young = store->relay_outbox_once();  // not older than relay_after_ms yet
+  ASSERT_TRUE(young.ok());
+  EXPECT_EQ(*young, 0u);
+  clock.advance(std::chrono::milliseconds(2000));
+  auto down = store->relay_outbox_once();  // the bus is still down: rows stay
+  ASSERT_FALSE(down.ok());
+  EXPECT_TRUE(down.error().retryable);
+  EXPECT_EQ(totals().outbox_pending, 1);
+
+  pub.fail = false;
+  auto up = store->relay_outbox_once();
+  ASSERT_TRUE(up.ok()) << up.error().message;
+  EXPECT_EQ(*up, 1u);
+  auto evs = pub.events();
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].id, initiated.id);
+  EXPECT_EQ(evs[0].key, initiated.key);
+  EXPECT_EQ(evs[0].type, "payment.initiated");
+  EXPECT_EQ(evs[0].data, initiated.data);
+  EXPECT_EQ(evs[0].traceparent, initiated.traceparent);
+  EXPECT_EQ(totals().outbox_pending, 0);
+
+  // A webhook dead letter goes through the outbox too.
+  Effects fx;
+  fx.merchant_events.push_back({"evt_1", "mer_1", "payment.succeeded", "{}", clock.now_ms()});
+  ASSERT_TRUE(store->apply("notifier", {}, fx).ok());
+  WebhookDelivery d;
+  d.id = "wd_1";
+  d.event_id = "evt_1";
+  d.endpoint_id = "we_1";
+  d.merchant_id = "mer_1";
+  d.status = DeliveryStatus::failed;
+  d.attempts = 3;
+  DeadLetter dl;
+  dl.original.topic = "tx.settled";
+  dl.original.offset = 4;
+  dl.original.event = initiated;
+  dl.error = "webhook delivery failed: http_500";
+  dl.attempts = 3;
+  pub.fail = true;
+  ASSERT_TRUE(store->record_attempt(d, dl).ok());
+  ASSERT_TRUE(store->record_attempt(d, dl).ok());  // a retried call adds nothing
+  EXPECT_EQ(totals().outbox_pending, 1);
+  clock.advance(std::chrono::milliseconds(2000));
+  pub.fail = false;
+  ASSERT_EQ(store->relay_outbox_once().value(), 1u);
+  auto letters = pub.letters();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].error, dl.error);
+  EXPECT_EQ(letters[0].original.topic, "tx.settled");
+  EXPECT_EQ(letters[0].original.offset, 4);
+  EXPECT_EQ(letters[0].original.event.id, initiated.id);
+  EXPECT_EQ(totals().outbox_pending, 0);
+
+  // With the bus up, the row is deleted right after the publish.
+  ASSERT_TRUE(accept_payment_sync(*store, payment_cmd("mer_1", "k2", 500, clock.now_ms())).ok());
+  EXPECT_TRUE(eventually([&] { return totals().outbox_pending == 0; }));
+}
+
+TEST_F(PgStoreTest, RelayThreadPublishesInTheBackground) {
+  PgOptions o = options();
+  o.relay_interval_ms = 20;
+  o.relay_after_ms = 0;
+  store = open(o);
+  ASSERT_TRUE(store);
+  pub.fail = true;
+  auto cmd = payment_cmd("mer_1", "k1", 500, clock.now_ms());
+  ASSERT_TRUE(accept_payment_sync(*store, cmd).ok());
+  pub.fail = false;
+  EXPECT_TRUE(eventually([&] { return totals().outbox_pending == 0; }));
+  EXPECT_TRUE(eventually([&] { return !pub.events().empty(); }));
+  EXPECT_EQ(pub.events().at(0).id, cmd.initiated.id);
+}
+
+// ---------- LISTEN / NOTIFY ----------
+
+TEST_F(PgStoreTest, TerminalNotificationsReachTheListenerAndSurviveAReconnect) {
+  const std::string app = "pstapp_" + schema;
+  PgOptions o = options();
+  o.url = pg_test::with_app_name(url, app);
+  o.listen_terminal = true;
+  store = open(o);
+  ASSERT_TRUE(store);
+  std::mutex mu;
+  std::set<std::string> heard;
+  std::map<std::string, Payment> changed;
+  store->set_terminal_listener([&](const std::vector<std::string>& ids) {
+    std::lock_guard g(mu);
+    heard.insert(ids.begin(), ids.end());
+  });
+  store->set_payment_change_listener([&](const std::vector<Payment>& ps) {
+    std::lock_guard g(mu);
+    for (const auto& p : ps) changed[p.id] = p;
+  });
+  auto count_heard = [&] {
+    std::lock_guard g(mu);
+    return heard.size();
+  };
+
+  // 300 ids (~9 KB) in one commit: more than one NOTIFY payload.
+  std::vector<std::future<Result<AcceptOutcome>>> pending;
+  std::vector<Payment> ps;
+  for (int i = 0; i < 300; ++i) {
+    auto cmd = payment_cmd("mer_1", "k" + std::to_string(i), 100 + i, clock.now_ms());
+    ps.push_back(cmd.payment);
+    auto pr = std::make_shared<std::promise<Result<AcceptOutcome>>>();
+    pending.push_back(pr->get_future());
+    store->accept_payment(std::move(cmd), [pr](Result<AcceptOutcome> r) { pr->set_value(std::move(r)); });
+  }
+  for (auto& f : pending) ASSERT_TRUE(f.get().ok());
+  {
+    std::lock_guard g(mu);
+    EXPECT_EQ(changed.size(), 300u) << "accepted payments go to the change listener";
+  }
+  Effects fx;
+  for (auto& p : ps) {
+    auto one = succeed_payment(p, clock.now_ms());
+    fx.payment_outcomes.push_back(one.payment_outcomes[0]);
+  }
+  ASSERT_TRUE(store->apply("ledger", {}, fx).ok());
+  ASSERT_TRUE(eventually([&] { return count_heard() == 300; })) << count_heard();
+  {
+    std::lock_guard g(mu);
+    for (auto& p : ps) EXPECT_EQ(changed.at(p.id).status, PaymentStatus::succeeded);
+  }
+
+  // Kill the listening backend: the listener reconnects and hears the next commit.
+  auto listening = [&] { return backends(app, " AND query LIKE 'LISTEN%'"); };
+  ASSERT_EQ(listening(), 1);
+  kill_backends(app, " AND query LIKE 'LISTEN%'");
+  ASSERT_TRUE(eventually([&] { return listening() == 1; }));
+  Payment late = accepted_payment("mer_1", "late", 700);
+  ASSERT_TRUE(store->apply("ledger", {}, succeed_payment(late, clock.now_ms())).ok());
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard g(mu);
+    return heard.count(late.id) == 1;
+  }));
+}
+
+// ---------- group commit ----------
+
+TEST_F(PgStoreTest, GroupCommitIsolatesAFailingJobAndDeduplicatesWithinABatch) {
+  store = open(options());
+  ASSERT_TRUE(store);
+  constexpr int kJobs = 40;
+  auto& batches = metrics::registry().histogram("paystream_db_intake_batch_size", "");
+  const uint64_t batches_before = batches.snapshot().count;
+  std::vector<std::future<Result<AcceptOutcome>>> fs;
+  for (int i = 0; i < kJobs; ++i) {
+    std::string key = i == 30 ? "k10" : "k" + std::to_string(i);  // 30 repeats 10's key
+    auto cmd = payment_cmd("mer_1", key, i == 20 ? 0 : 100, clock.now_ms());  // 20 violates a CHECK
+    cmd.record.fingerprint = "fp-" + std::to_string(i);
+    auto pr = std::make_shared<std::promise<Result<AcceptOutcome>>>();
+    fs.push_back(pr->get_future());
+    store->accept_payment(std::move(cmd), [pr](Result<AcceptOutcome> r) { pr->set_value(std::move(r)); });
+  }
+  std::vector<Result<AcceptOutcome>> rs;
+  for (auto& f : fs) rs.push_back(f.get());
+  for (int i = 0; i < kJobs; ++i) {
+    if (i == 20) {
+      ASSERT_FALSE(rs[i].ok());
+      EXPECT_EQ(rs[i].error().code, "payment_exists") << rs[i].error().message;
+      continue;
+    }
+    ASSERT_TRUE(rs[i].ok()) << i << ": " << rs[i].error().message;
+    if (i != 10 && i != 30) {
+      EXPECT_TRUE(rs[i]->created) << i;
+    }
+  }
+  EXPECT_LT(batches.snapshot().count - batches_before, uint64_t(kJobs)) << "jobs shared transactions";
+  EXPECT_NE(rs[10]->created, rs[30]->created);
+  EXPECT_EQ(rs[10]->record.fingerprint, rs[30]->record.fingerprint) << "both see the first stored record";
+  auto list = store->list_payments("mer_1", std::nullopt, Page{100, ""});
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), size_t(kJobs - 2));
+  EXPECT_TRUE(eventually([&] { return totals().outbox_pending == 0; }));
+  EXPECT_EQ(pub.events().size(), size_t(kJobs - 2));
+
+  // Response updates ride the same batches.
+  std::promise<Result<void>> upd, missing;
+  store->update_idempotent_response("mer_1", "k1", 201, "{\"ok\":1}", [&](Result<void> r) { upd.set_value(r); });
+  store->update_idempotent_response("mer_1", "nope", 201, "{}", [&](Result<void> r) { missing.set_value(r); });
+  EXPECT_TRUE(upd.get_future().get().ok());
+  auto m = missing.get_future().get();
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.error().kind, ErrorKind::not_found);
+  auto rec = store->find_idempotency("mer_1", "k1");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->http_status, 201);
+  EXPECT_EQ((*rec)->response_body, "{\"ok\":1}");
+}
+
+// ---------- PositionSink ----------
+
+TEST_F(PgStoreTest, ApplyIsIdempotentAndPositionsNeverMoveBackwards) {
+  store = open(options());
+  ASSERT_TRUE(store);
+  std::mutex mu;
+  std::vector<Payment> changed;
+  store->set_payment_change_listener([&](const std::vector<Payment>& ps) {
+    std::lock_guard g(mu);
+    changed.insert(changed.end(), ps.begin(), ps.end());
+  });
+  Payment p = accepted_payment("mer_1", "k", 1000);
+  std::vector<Record> batch{{"tx.validated", 0, 5, {}}, {"tx.validated", 1, 3, {}}, {"tx.validated", 0, 4, {}}};
+  ASSERT_TRUE(store->apply("ledger", batch, succeed_payment(p, clock.now_ms(), 100)).ok());
+  ASSERT_TRUE(store->apply("ledger", {{"tx.validated", 0, 2, {}}}, succeed_payment(p, clock.now_ms(), 100)).ok());
+  auto pos = store->positions("ledger");
+  ASSERT_TRUE(pos.ok());
+  EXPECT_EQ(pos->size(), 2u);
+  EXPECT_EQ(pos->at({"tx.validated", 0}), 6);
+  EXPECT_EQ(pos->at({"tx.validated", 1}), 4);
+  EXPECT_TRUE(store->positions("other")->empty());
+  auto t = totals();
+  EXPECT_EQ(t.settlements, 1);
+  EXPECT_EQ(t.succeeded, 1);
+  EXPECT_EQ(t.unbalanced_entries, 0);
+  EXPECT_EQ(store->balances("mer_1")->at(0).available_minor, 900);
+  auto entries = store->entries_for_payment("mer_1", p.id);
+  ASSERT_EQ(entries->size(), 1u);
+  ASSERT_EQ((*entries)[0].postings.size(), 3u);
+  EXPECT_EQ((*entries)[0].postings[0].account, "acquirer:clearing");
+  EXPECT_EQ((*entries)[0].postings[2].account, "platform:fees");
+
+  // A failed outcome after success changes nothing.
+  Payment failed = p;
+  failed.status = PaymentStatus::failed;
+  failed.failure_code = "card_declined";
+  Effects fx;
+  fx.payment_outcomes.push_back({failed, std::nullopt});
+  ASSERT_TRUE(store->apply("ledger", {}, fx).ok());
+  EXPECT_EQ(store->get_payment("mer_1", p.id)->value().status, PaymentStatus::succeeded);
+
+  // Refund outcome twice: one reversal, amount_refunded once.
+  auto rc = refund_cmd("mer_1", p.id, "r1", 300, clock.now_ms());
+  Refund rf = rc.refund;
+  rf.currency = "EUR";
+  ASSERT_TRUE(accept_refund_sync(*store, std::move(rc)).ok());
+  rf.status = RefundStatus::succeeded;
+  for (int i = 0; i < 2; ++i) {
+    Effects rfx;
+    rfx.refund_outcomes.push_back({rf, reversal_for(rf)});
+    ASSERT_TRUE(store->apply("ledger", {}, rfx).ok());
+  }
+  EXPECT_EQ(store->get_payment("mer_1", p.id)->value().amount_refunded_minor, 300);
+  EXPECT_EQ(store->balances("mer_1")->at(0).available_minor, 600);
+  EXPECT_EQ(scalar("SELECT count(*) FROM journal_entries WHERE kind = 'refund'"), 1);
+  {
+    std::lock_guard g(mu);
+    ASSERT_FALSE(changed.empty());
+    EXPECT_EQ(changed.back().amount_refunded_minor, 300) << "the refunded payment went to the change listener";
+  }
+
+  // Unbalanced entries are refused before anything is written.
+  Payment q = accepted_payment("mer_1", "k2", 50);
+  Effects bad = succeed_payment(q, clock.now_ms());
+  bad.payment_outcomes[0].settlement->postings[0].amount_minor += 1;
+  EXPECT_FALSE(store->apply("ledger", {{"tx.validated", 0, 99, {}}}, bad).ok());
+  EXPECT_EQ(store->positions("ledger")->at({"tx.validated", 0}), 6);
+  EXPECT_EQ(store->get_payment("mer_1", q.id)->value().status, PaymentStatus::processing);
+}
+
+// ---------- refunds under concurrency ----------
+
+TEST_F(PgStoreTest, ConcurrentRefundsAcrossPaymentsNeverOverdrawTheMerchant) {
+  store = open(options());
+  ASSERT_TRUE(store);
+  // Two captures of 1000, each credited 500 (fee 500): available 1000 in total, while
+  // each payment alone could refund 1000.
+  Payment a = settled("mer_1", "a", 1000, 500);
+  Payment b = settled("mer_1", "b", 1000, 500);
+  ASSERT_EQ(store->balances("mer_1")->at(0).available_minor, 1000);
+  constexpr int kThreads = 16;
+  std::vector<Result<AcceptOutcome>> rs(kThreads, Error::internal("unset"));
+  std::vector<std::thread> ts;
+  std::atomic<bool> go{false};
+  for (int i = 0; i < kThreads; ++i)
+    ts.emplace_back([&, i] {
+      auto cmd = refund_cmd("mer_1", i % 2 ? a.id : b.id, "r" + std::to_string(i), 150, clock.now_ms());
+      while (!go) std::this_thread::yield();
+      rs[i] = accept_refund_sync(*store, std::move(cmd));
+    });
+  go = true;
+  for (auto& t : ts) t.join();
+  int created = 0;
+  for (auto& r : rs) {
+    if (r.ok()) {
+      ++created;
+    } else {
+      EXPECT_EQ(r.error().code, "insufficient_balance") << r.error().message;
+    }
+  }
+  EXPECT_EQ(created, 6);  // 6 * 150 = 900 <= 1000 < 7 * 150
+
+  // Checks and codes as in the embedded store.
+  Payment open_p = accepted_payment("mer_1", "open", 100);
+  auto ns = accept_refund_sync(*store, refund_cmd("mer_1", open_p.id, "x1", 10, clock.now_ms()));
+  ASSERT_FALSE(ns.ok());
+  EXPECT_EQ(ns.error().code, "payment_not_succeeded");
+  auto other = accept_refund_sync(*store, refund_cmd("mer_2", a.id, "x2", 10, clock.now_ms()));
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().kind, ErrorKind::not_found);
+  EXPECT_FALSE(store->find_idempotency("mer_2", "x2")->has_value());
+  // A refund key already used by a payment replays the payment's record.
+  auto reused = accept_refund_sync(*store, refund_cmd("mer_1", a.id, "open", 10, clock.now_ms()));
+  ASSERT_TRUE(reused.ok()) << reused.error().message;
+  EXPECT_FALSE(reused->created);
+  EXPECT_EQ(reused->record.resource_id, open_p.id);
+  // Refund of all that is refundable on `a`, bounded by what is left of the balance (100).
+  auto all = accept_refund_sync(*store, refund_cmd("mer_1", a.id, "all", 0, clock.now_ms()));
+  ASSERT_FALSE(all.ok());
+  EXPECT_EQ(all.error().code, "insufficient_balance");
+  auto small = accept_refund_sync(*store, refund_cmd("mer_1", a.id, "small", 100, clock.now_ms()));
+  ASSERT_TRUE(small.ok()) << small.error().message;
+  EXPECT_EQ(small->record.response_body,
+            "{\"id\":\"" + refund_id_for("mer_1", "small") + "\",\"amount\":100}");
+  auto stored = store->get_refund("mer_1", refund_id_for("mer_1", "small"));
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->currency, "EUR");
+}
+
+// ---------- queries ----------
+
+TEST_F(PgStoreTest, ListsAreNewestFirstWithCursors) {
+  store = open(options());
+  ASSERT_TRUE(store);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(accepted_payment("mer_1", "k" + std::to_string(i), 100).id);
+    if (i % 2) clock.advance(std::chrono::milliseconds(1));  // some share a created_ms
+  }
+  accepted_payment("mer_2", "k0", 100);
+  auto all = store->list_payments("mer_1", std::nullopt, Page{100, ""});
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 5u);
+  for (size_t i = 1; i < all->size(); ++i) {
+    const auto& x = (*all)[i - 1];
+    const auto& y = (*all)[i];
+    EXPECT_TRUE(x.created_ms > y.created_ms || (x.created_ms == y.created_ms && x.id > y.id));
+  }
+  auto page1 = store->list_payments("mer_1", std::nullopt, Page{2, ""});
+  auto page2 = store->list_payments("mer_1", std::nullopt, Page{2, page1->back().id});
+  ASSERT_TRUE(page2.ok());
+  ASSERT_EQ(page2->size(), 2u);
+  EXPECT_EQ((*page2)[0].id, (*all)[2].id);
+  auto bad = store->list_payments("mer_2", std::nullopt, Page{2, page1->back().id});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, "cursor_invalid");
+  EXPECT_EQ(bad.error().param, "starting_after");
+  EXPECT_EQ(store->list_payments("mer_1", PaymentStatus::succeeded, Page{10, ""})->size(), 0u);
+  EXPECT_EQ(store->list_payments("mer_1", PaymentStatus::processing, Page{10, ""})->size(), 5u);
+}
+
+}  // namespace
+}  // namespace ps
