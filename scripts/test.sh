@@ -19,6 +19,11 @@ fi
 stack_env=$(deploy/local/stack up)
 eval "$stack_env"
 export PAYSTREAM_KAFKA_BROKERS PAYSTREAM_POSTGRES_URL PAYSTREAM_REDIS_URL PAYSTREAM_REDIS_CACHE_URL
+# Every test creates its own prefixed topics; drop those of earlier runs so the broker does
+# not slow down with thousands of partitions (skipped when the stack is shared: KEEP_STACK).
+if [[ ${PAYSTREAM_KEEP_STACK:-0} != 1 ]]; then
+  deploy/local/stack prune || echo "test.sh: pruning old test topics failed; continuing" >&2
+fi
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
