@@ -94,18 +94,9 @@ class DistributedDeadLetters final : public DeadLetterStore {
     if (!v) return v.error();
     return std::optional<DeadLetterView>(std::move(*v));
   }
+  // See replay_distributed_dead_letter (dist_tools.hpp): webhook letters are redelivered.
   Result<void> replay_dead_letter(int64_t position) override {
-    auto e = reader_->get(position);
-    if (!e) return e.error();
-    if (!*e) return Error::not_found("no dead letter at position " + std::to_string(position));
-    auto marked = store_->mark_dead_letter_replayed(position, clock_.now_ms());
-    if (!marked) return marked.error();
-    if (!*marked) return Error::conflict("already_replayed", "dead letter " + std::to_string(position) + " was replayed already");
-    if (auto r = reader_->republish((*e)->letter); !r) {
-      (void)store_->unmark_dead_letter_replayed(position);  // nothing was appended: allow a retry
-      return r.error();
-    }
-    return ok();
+    return replay_distributed_dead_letter(*reader_, *store_, position, clock_.now_ms());
   }
 
  private:

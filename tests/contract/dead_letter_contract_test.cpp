@@ -82,7 +82,9 @@ TEST_P(DeadLetterContract, StageDeadLetterIsListedShownAndReplayedOnce) {
 }
 
 TEST_P(DeadLetterContract, ReplayRepublishesTheLoggedEventNotTheLettersCopy) {
-  if (!h->replay_uses_logged_event()) GTEST_SKIP() << "replay republishes the letter's own copy of the event";
+  if (!h->replay_uses_logged_event())
+    GTEST_SKIP() << "a webhook letter is redelivered from the store, not appended to the log "
+                    "(ReplayedWebhookDeadLetterIsDeliveredAgain covers it)";
   int64_t now = h->clock.now_ms();
   Event logged = test_event("pay_w", event_types::payment_succeeded, now);
   Effects in;
@@ -112,6 +114,82 @@ TEST_P(DeadLetterContract, ReplayRepublishesTheLoggedEventNotTheLettersCopy) {
   EXPECT_EQ(again[0].event.id, logged.id);
   EXPECT_EQ(again[0].event.data, logged.data);
   EXPECT_EQ(again[0].event.type, logged.type);
+}
+
+// A webhook delivery that gave up is delivered again once its letter (made as the webhook
+// dispatcher makes it: source /paystream/notifier, data = the webhook body) is replayed.
+// Embedded: the replay appends the logged event and the notifier, played here as
+// NotifierStage does it (the merchant event and a pending delivery per endpoint for each
+// record it polls), turns the failed delivery back into a pending one. Distributed: the
+// replay redelivers in PostgreSQL and the notifier polls nothing. Either way the delivery
+// is due again from the first attempt, and the letter is replayed once only.
+TEST_P(DeadLetterContract, ReplayedWebhookDeadLetterIsDeliveredAgain) {
+  const int64_t now = h->clock.now_ms();
+  ASSERT_TRUE(h->endpoints()
+                  .create_endpoint(WebhookEndpoint{"we_1", "mer_1", "http://127.0.0.1:9/we_1", "whsec_abc", {}, now})
+                  .ok());
+  const std::vector<std::string> topics{"tx.settled", "tx.failed"};
+  auto notify = [&](const std::vector<Record>& recs) {
+    Effects fx;
+    for (const auto& r : recs) {
+      fx.merchant_events.push_back({r.event.id, "mer_1", r.event.type, "{\"id\":\"pay_w\"}", r.event.time_ms});
+      WebhookDelivery d;
+      d.id = deterministic_id("wd_", r.event.id, "we_1");
+      d.event_id = r.event.id;
+      d.endpoint_id = "we_1";
+      d.merchant_id = "mer_1";
+      d.status = DeliveryStatus::pending;
+      d.next_attempt_ms = h->clock.now_ms();
+      fx.deliveries.push_back(std::move(d));
+    }
+    return h->log().commit("notifier", recs, std::move(fx));
+  };
+  Event logged = test_event("pay_w", event_types::payment_succeeded, now);
+  Effects in;
+  in.produce.push_back(logged);
+  ASSERT_TRUE(h->log().commit("ledger", {}, std::move(in)).ok());
+  auto recs = h->log().poll("notifier", topics, 10, 0ms).value();
+  ASSERT_EQ(recs.size(), 1u);
+  ASSERT_TRUE(notify(recs).ok());
+  auto due = h->deliveries().due_deliveries(now, 10).value();
+  ASSERT_EQ(due.size(), 1u);
+
+  // The last attempt failed: the delivery is failed and its dead letter stored.
+  WebhookDelivery gave_up = due[0].delivery;
+  gave_up.status = DeliveryStatus::failed;
+  gave_up.attempts = 8;
+  gave_up.last_http_status = 500;
+  gave_up.last_error = "http_status_500";
+  Record original;
+  original.topic = "tx.settled";
+  original.event.id = logged.id;
+  original.event.type = logged.type;
+  original.event.source = "/paystream/notifier";
+  original.event.time_ms = logged.time_ms;
+  original.event.key = "pay_w";
+  original.event.data = "{\"id\":\"" + logged.id + "\",\"object\":\"event\"}";
+  ASSERT_TRUE(h->deliveries()
+                  .record_attempt(gave_up, DeadLetter{original, "webhook delivery to we_1 failed: http_status_500", 8})
+                  .ok());
+  EXPECT_TRUE(h->deliveries().due_deliveries(now + 100'000'000, 10)->empty());
+  auto letters = h->dead_letters().list_dead_letters(10).value();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].letter.original.event.source, "/paystream/notifier");
+
+  h->clock.advance(std::chrono::milliseconds(1000));
+  ASSERT_TRUE(h->dead_letters().replay_dead_letter(letters[0].offset).ok());
+  ASSERT_TRUE(notify(h->log().poll("notifier", topics, 10, 0ms).value()).ok());
+  auto again = h->deliveries().due_deliveries(h->clock.now_ms(), 10).value();
+  ASSERT_EQ(again.size(), 1u) << "the failed delivery is due again";
+  EXPECT_EQ(again[0].delivery.id, gave_up.id);
+  EXPECT_EQ(again[0].delivery.status, DeliveryStatus::pending);
+  EXPECT_EQ(again[0].delivery.attempts, 0);
+  EXPECT_EQ(again[0].event.id, logged.id);
+  EXPECT_EQ(again[0].endpoint.id, "we_1");
+  EXPECT_TRUE(h->dead_letters().get_dead_letter(letters[0].offset)->value().replayed);
+  auto twice = h->dead_letters().replay_dead_letter(letters[0].offset);
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.error().code, "already_replayed");
 }
 
 TEST_P(DeadLetterContract, ReplayOfUnknownOffsetIsNotFound) {

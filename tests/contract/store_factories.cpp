@@ -3,7 +3,7 @@
 // * Distributed — PgStore (PostgreSQL) as the durable store and position sink,
 //   KafkaPublisher for intake events and outbox, KafkaStageLog as the log (database
 //   groups ledger, notifier and the suites' test-ledger), dead letters read from tx.dlq
-//   with replay marks in PostgreSQL. Each harness uses its own schema and topic prefix
+//   with replay marks in PostgreSQL, replayed by the code behind `paystream dlq replay`. Each harness uses its own schema and topic prefix
 //   (one partition per topic) on the servers named by PAYSTREAM_POSTGRES_URL and
 //   PAYSTREAM_KAFKA_BROKERS; a missing variable fails the test.
 #include <chrono>
@@ -13,6 +13,7 @@
 #include "adapters/kafka/kafka.hpp"
 #include "adapters/postgres/pg_store.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
+#include "app/dist_tools.hpp"
 #include "contract/store_harness.hpp"
 #include "postgres/pg_test_util.hpp"
 
@@ -124,18 +125,9 @@ class KafkaPgDeadLetters final : public DeadLetterStore {
     if (!v) return v.error();
     return std::optional<DeadLetterView>(std::move(*v));
   }
+  // The replay of `paystream dlq replay` itself (webhook letters are redelivered).
   Result<void> replay_dead_letter(int64_t position) override {
-    auto e = reader_.get(position);
-    if (!e) return e.error();
-    if (!*e) return Error::not_found("no dead letter at position " + std::to_string(position));
-    auto marked = store_.mark_dead_letter_replayed(position, clock_.now_ms());
-    if (!marked) return marked.error();
-    if (!*marked) return Error::conflict("already_replayed", "dead letter was replayed already");
-    if (auto r = reader_.republish((*e)->letter); !r) {
-      (void)store_.unmark_dead_letter_replayed(position);
-      return r.error();
-    }
-    return ok();
+    return app::replay_distributed_dead_letter(reader_, store_, position, clock_.now_ms());
   }
 
  private:

@@ -50,7 +50,10 @@ class StoreHarness {
   // database transaction, so a failed database commit leaves them on the bus.
   virtual bool produce_atomic_with_store() const { return true; }
   // Replaying a dead letter appends the event as it is in the log (looked up by topic and
-  // id), not the letter's own copy of it.
+  // id), not the letter's own copy of it; so a webhook letter's replay puts the pipeline
+  // event back before the notifier. Distributed: Kafka has no lookup by id; a webhook
+  // letter is redelivered from PostgreSQL instead (nothing is appended), any other letter's
+  // own copy is appended.
   virtual bool replay_uses_logged_event() const { return true; }
   ManualClock clock;
 };

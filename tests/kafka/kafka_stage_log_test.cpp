@@ -98,6 +98,54 @@ TEST_F(KafkaTest, UncommittedRecordsComeBackAndCommitsNeverMoveBackwards) {
   EXPECT_GT(after[0].offset, recs[2].offset);
 }
 
+// A group polled for different topic sets (its consumer stays subscribed to all of them):
+// each poll returns records of the requested topics only, and records of the others that
+// the consumer fetched meanwhile are neither returned nor lost.
+TEST_F(KafkaTest, PollReturnsOnlyTheRequestedTopicsAndLosesNoOtherRecords) {
+  auto pub = open_publisher();
+  std::vector<Event> initiated, settled;
+  for (int i = 0; i < 3; ++i) initiated.push_back(test_event("pay_i", event_types::payment_initiated, i));
+  for (int i = 0; i < 2; ++i) settled.push_back(test_event("pay_s", event_types::payment_succeeded, i));
+  ASSERT_TRUE(publish_sync(*pub, initiated).ok());
+  ASSERT_TRUE(publish_sync(*pub, settled).ok());
+  auto only = [](const std::vector<Record>& rs, const std::string& topic) {
+    return std::all_of(rs.begin(), rs.end(), [&](const Record& r) { return r.topic == topic; });
+  };
+
+  auto log = open_log();
+  auto first = poll_until(*log, "g", {"tx.initiated"}, 3);
+  ASSERT_EQ(first.size(), 3u);
+  EXPECT_TRUE(only(first, "tx.initiated"));
+  // The uncommitted tx.initiated records are rewound (and fetched again) by this poll, but
+  // it asked for tx.settled only.
+  for (int round = 0; round < 3; ++round) {
+    auto s = poll_until(*log, "g", {"tx.settled"}, 2, 10s);
+    ASSERT_EQ(s.size(), 2u) << "round " << round;
+    EXPECT_TRUE(only(s, "tx.settled")) << "round " << round;
+  }
+  // Nothing of tx.initiated was lost meanwhile: still uncommitted, all three come back.
+  auto again = poll_until(*log, "g", {"tx.initiated"}, 3);
+  ASSERT_EQ(again.size(), 3u);
+  EXPECT_TRUE(only(again, "tx.initiated"));
+  EXPECT_EQ(again[0].offset, first[0].offset);
+
+  // Committing records polled before a poll of other topics works and moves the position.
+  ASSERT_TRUE(log->commit("g", {first[0], first[1]}, {}).ok());
+  auto none = log->poll("g", {"tx.failed"}, 100, 1s);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty()) << "no tx.failed records, and none of the other topics";
+  auto both = poll_until(*log, "g", {"tx.initiated", "tx.settled"}, 3);
+  ASSERT_EQ(both.size(), 3u);
+  size_t n_initiated = 0;
+  for (const auto& r : both)
+    if (r.topic == "tx.initiated") {
+      ++n_initiated;
+      EXPECT_EQ(r.offset, first[2].offset);
+    }
+  EXPECT_EQ(n_initiated, 1u);
+  log->close();
+}
+
 TEST_F(KafkaTest, TransactionalCommitProducesAndMovesThePositionTogether) {
   auto pub = open_publisher();
   ASSERT_TRUE(publish_sync(*pub, {test_event("pay_a", event_types::payment_initiated, 0),

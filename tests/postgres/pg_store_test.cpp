@@ -637,6 +637,176 @@ TEST_F(PgStoreTest, ConcurrentRefundsAcrossPaymentsNeverOverdrawTheMerchant) {
   EXPECT_EQ((*stored)->currency, "EUR");
 }
 
+// ---------- lock order and deadlock retries ----------
+
+double retries(const char* transaction) {
+  return metrics::registry().counter("paystream_db_tx_retries_total", "", {{"transaction", transaction}}).value();
+}
+
+// A ledger apply settling refunds of payments B then A and an intake batch refunding A then
+// B lock the same payment rows. Forced into the interleaving that used to deadlock (apply
+// holds B and waits behind a lock we hold, the batch holds A and waits for B, we let go:
+// apply wants A), they now both complete without a deadlock, because apply locks its
+// payments up front in the order intake refunds take them.
+TEST_F(PgStoreTest, IntakeRefundsAndApplyLockPaymentsInOneOrder) {
+  const std::string app = "pst_order_" + random_token("", 4);
+  PgOptions o = options();
+  o.url = pg_test::with_app_name(url, app);
+  store = open(o);
+  ASSERT_TRUE(store);
+  Payment a = settled("mer_1", "pa", 1000);
+  Payment b = settled("mer_1", "pb", 1000);
+  if (b.id < a.id) std::swap(a, b);  // the lock order is by (merchant, id): a first
+  auto pending_refund = [&](const Payment& p, const std::string& key) {
+    auto cmd = refund_cmd("mer_1", p.id, key, 100, clock.now_ms());
+    Refund r = cmd.refund;
+    r.currency = "EUR";
+    auto res = accept_refund_sync(*store, std::move(cmd));
+    EXPECT_TRUE(res.ok() && res->created) << (res ? "" : res.error().message);
+    r.status = RefundStatus::succeeded;
+    return r;
+  };
+  Refund ra = pending_refund(a, "ra"), rb = pending_refund(b, "rb");
+  const double intake_before = retries("intake"), apply_before = retries("apply");
+  auto lock_waiters = [&] { return backends(app, " AND wait_event_type = 'Lock'"); };
+
+  // 1. We hold ra's row: apply (outcomes in the order rb, ra) stops there.
+  auto hold_refund = pg_test::raw(url, schema);
+  auto hold_key = pg_test::raw(url, schema);
+  ASSERT_TRUE(hold_refund && hold_key);
+  ASSERT_TRUE(hold_refund->exec_script("BEGIN").ok());
+  ASSERT_TRUE(hold_refund->exec("SELECT 1 FROM refunds WHERE id = $1 FOR UPDATE", pg::Params(ra.id)).ok());
+  Effects fx;
+  fx.refund_outcomes.push_back({rb, reversal_for(rb)});
+  fx.refund_outcomes.push_back({ra, reversal_for(ra)});
+  auto applied = std::async(std::launch::async, [&] { return store->apply("ledger", {}, fx); });
+  ASSERT_TRUE(eventually([&] { return lock_waiters() == 1; })) << "apply waits for ra";
+
+  // 2. Two refunds (a, then b) in ONE intake batch: the writer is kept busy first by a
+  //    payment whose idempotency key we inserted and have not committed.
+  ASSERT_TRUE(hold_key->exec_script("BEGIN").ok());
+  ASSERT_TRUE(hold_key
+                  ->exec("INSERT INTO idempotency(merchant_id, key, fingerprint, http_status, response_body, "
+                         "resource_id, created_ms) VALUES('mer_1', 'blocker', 'x', 202, '', 'x', 0)")
+                  .ok());
+  std::promise<Result<AcceptOutcome>> blocker, refund_a, refund_b;
+  store->accept_payment(payment_cmd("mer_1", "blocker", 100, clock.now_ms()),
+                        [&](Result<AcceptOutcome> r) { blocker.set_value(std::move(r)); });
+  ASSERT_TRUE(eventually([&] { return lock_waiters() == 2; })) << "the writer waits for our key";
+  store->accept_refund(refund_cmd("mer_1", a.id, "ra2", 100, clock.now_ms()),
+                       [&](Result<AcceptOutcome> r) { refund_a.set_value(std::move(r)); });
+  store->accept_refund(refund_cmd("mer_1", b.id, "rb2", 100, clock.now_ms()),
+                       [&](Result<AcceptOutcome> r) { refund_b.set_value(std::move(r)); });
+  ASSERT_TRUE(hold_key->exec_script("ROLLBACK").ok());
+  auto blocked = blocker.get_future().get();
+  ASSERT_TRUE(blocked.ok()) << blocked.error().message;
+  ASSERT_TRUE(eventually([&] { return lock_waiters() == 2; })) << "the refund batch waits for a payment";
+
+  // 3. Let apply go on.
+  ASSERT_TRUE(hold_refund->exec_script("COMMIT").ok());
+  auto ar = applied.get();
+  ASSERT_TRUE(ar.ok()) << ar.error().message;
+  auto r1 = refund_a.get_future().get(), r2 = refund_b.get_future().get();
+  ASSERT_TRUE(r1.ok()) << r1.error().message;
+  ASSERT_TRUE(r2.ok()) << r2.error().message;
+  EXPECT_TRUE(r1->created && r2->created);
+  EXPECT_EQ(retries("intake"), intake_before) << "no deadlock, so nothing ran twice";
+  EXPECT_EQ(retries("apply"), apply_before) << "no deadlock, so nothing ran twice";
+  EXPECT_EQ(store->get_payment("mer_1", a.id)->value().amount_refunded_minor, 100);
+  EXPECT_EQ(store->get_payment("mer_1", b.id)->value().amount_refunded_minor, 100);
+  EXPECT_EQ(totals().unbalanced_entries, 0);
+}
+
+// Deadlocks no lock order prevents (here with a connection of ours that locks rows in the
+// opposite order): the store's transaction is the victim, is rolled back and runs again,
+// and the caller sees success. Intake (a refund) and apply (two settlements) alike.
+TEST_F(PgStoreTest, DeadlockedTransactionsAreRunAgain) {
+  const std::string app = "pst_deadlock_" + random_token("", 4);
+  PgOptions o = options();
+  o.url = pg_test::with_app_name(url, app);
+  store = open(o);
+  ASSERT_TRUE(store);
+  auto lock_waiters = [&] { return backends(app, " AND wait_event_type = 'Lock'"); };
+  Payment a = settled("mer_1", "pa", 1000);
+
+  // Intake: the refund locks payment a, then waits for the idempotency key we inserted;
+  // we then want payment a. Its wait began first, so its deadlock check finds the cycle.
+  const double intake_before = retries("intake");
+  auto other = pg_test::raw(url, schema);
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(other->exec_script("BEGIN").ok());
+  ASSERT_TRUE(other
+                  ->exec("INSERT INTO idempotency(merchant_id, key, fingerprint, http_status, response_body, "
+                         "resource_id, created_ms) VALUES('mer_1', 'rk', 'x', 202, '', 'x', 0)")
+                  .ok());
+  std::promise<Result<AcceptOutcome>> refund;
+  store->accept_refund(refund_cmd("mer_1", a.id, "rk", 100, clock.now_ms()),
+                       [&](Result<AcceptOutcome> r) { refund.set_value(std::move(r)); });
+  ASSERT_TRUE(eventually([&] { return lock_waiters() == 1; })) << "the refund waits for our key";
+  auto ours = other->exec("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", pg::Params(a.id));
+  ASSERT_TRUE(ours.ok()) << "the store's transaction should have been the victim: " << ours.error().message;
+  ASSERT_TRUE(other->exec_script("ROLLBACK").ok());
+  auto r = refund.get_future().get();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->created);
+  EXPECT_GE(retries("intake"), intake_before + 1);
+  EXPECT_TRUE(store->get_refund("mer_1", refund_id_for("mer_1", "rk"))->has_value());
+
+  // Apply: it locks both payments (in order); we hold the second and then want the first.
+  const double apply_before = retries("apply");
+  Payment c = accepted_payment("mer_1", "pc", 100);
+  Payment d = accepted_payment("mer_1", "pd", 100);
+  if (d.id < c.id) std::swap(c, d);
+  Effects fx = succeed_payment(c, clock.now_ms());
+  fx.payment_outcomes.push_back(succeed_payment(d, clock.now_ms()).payment_outcomes[0]);
+  ASSERT_TRUE(other->exec_script("BEGIN").ok());
+  ASSERT_TRUE(other->exec("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", pg::Params(d.id)).ok());
+  auto applied = std::async(std::launch::async, [&] { return store->apply("ledger", {}, fx); });
+  ASSERT_TRUE(eventually([&] { return lock_waiters() == 1; })) << "apply waits for d";
+  auto ours2 = other->exec("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", pg::Params(c.id));
+  ASSERT_TRUE(ours2.ok()) << "apply should have been the victim: " << ours2.error().message;
+  ASSERT_TRUE(other->exec_script("COMMIT").ok());
+  auto ar = applied.get();
+  ASSERT_TRUE(ar.ok()) << ar.error().message;
+  EXPECT_GE(retries("apply"), apply_before + 1);
+  EXPECT_EQ(store->get_payment("mer_1", c.id)->value().status, PaymentStatus::succeeded);
+  EXPECT_EQ(store->get_payment("mer_1", d.id)->value().status, PaymentStatus::succeeded);
+  EXPECT_EQ(totals().settlements, 3);
+}
+
+// ---------- webhook dead-letter replay support ----------
+
+TEST_F(PgStoreTest, MerchantOfEventAndRedeliveryOfAFailedDelivery) {
+  store = open(options());
+  ASSERT_TRUE(store);
+  const int64_t now = clock.now_ms();
+  ASSERT_TRUE(store->create_endpoint({"we_1", "mer_1", "http://127.0.0.1:9/we_1", "whsec_abc", {}, now}).ok());
+  Effects fx;
+  fx.merchant_events.push_back({"evt_1", "mer_1", "payment.succeeded", "{\"id\":\"pay_1\"}", now});
+  WebhookDelivery d;
+  d.id = deterministic_id("wd_", "evt_1", "we_1");
+  d.event_id = "evt_1";
+  d.endpoint_id = "we_1";
+  d.merchant_id = "mer_1";
+  d.status = DeliveryStatus::failed;
+  d.attempts = 8;
+  fx.deliveries.push_back(d);
+  ASSERT_TRUE(store->apply("notifier", {}, fx).ok());
+  auto m = store->merchant_of_event("evt_1");
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  ASSERT_TRUE(m->has_value());
+  EXPECT_EQ(**m, "mer_1");
+  EXPECT_FALSE(store->merchant_of_event("evt_nope")->has_value());
+  EXPECT_TRUE(store->due_deliveries(now + 1'000'000, 10)->empty());
+  // What replaying the delivery's dead letter does (app::replay_distributed_dead_letter).
+  ASSERT_TRUE(store->redeliver(**m, "evt_1", now + 5).value());
+  auto due = store->due_deliveries(now + 5, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  EXPECT_EQ((*due)[0].delivery.id, d.id);
+  EXPECT_EQ((*due)[0].delivery.attempts, 0);
+}
+
 // ---------- queries ----------
 
 TEST_F(PgStoreTest, ListsAreNewestFirstWithCursors) {

@@ -13,6 +13,14 @@
 // records handed out but never committed come back (the contract: "poll returns records
 // after the committed position"); commit() failures rewind the same way at once.
 //
+// Topics: a group's consumer stays subscribed to every topic it was ever polled for (so a
+// poll for fewer topics causes no rebalance and earlier records stay committable), but a
+// poll returns records of the requested topics only. A record of another topic that the
+// consumer delivers meanwhile is noted like a record handed out (pending_from/polled_to)
+// and dropped, so the next poll rewinds its partition and it is delivered again when that
+// topic is asked for. Stage runners always poll the same topics; only a group polled with
+// changing topic sets pays for the re-fetch.
+//
 // Consumer lag (paystream_kafka_consumer_lag{group,topic,partition}) comes from the
 // statistics callback: lag = ls_offset (last stable offset; read_committed) minus the
 // group's committed position = max(our own `committed`, the statistics' committed_offset).
@@ -25,6 +33,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 
 #include "adapters/kafka/kafka_internal.hpp"
 #include "common/log.hpp"
@@ -262,7 +271,7 @@ struct KafkaStageLog::Impl {
   }
 
   Result<void> ensure_consumer(Group& g, const std::vector<std::string>& topics) {
-    std::vector<std::string> want;
+    std::vector<std::string> want = g.subscribed;  // the union: see the file comment
     for (const auto& t : topics) want.push_back(kafka::prefixed(ko(), t));
     std::sort(want.begin(), want.end());
     want.erase(std::unique(want.begin(), want.end()), want.end());
@@ -382,6 +391,7 @@ struct KafkaStageLog::Impl {
     if (auto r = ensure_consumer(g, topics); !r) return r.error();
     if (auto r = rewind(g); !r) return r.error();
 
+    const std::set<std::string> wanted(topics.begin(), topics.end());
     const auto deadline = SteadyClock::now() + wait;
     while (out.size() < max) {
       // Wait (up to the deadline) for the first record, then take what is already there.
@@ -410,12 +420,14 @@ struct KafkaStageLog::Impl {
       Record r = kafka::record_from_message(kafka::in_message(m), ko().topic_prefix);
       rd_kafka_message_destroy(m);
       // Noted as handed out at once: the statistics callback may run within this loop.
+      // A record of a topic not asked for is noted too (so the next poll rewinds to it)
+      // but not returned.
       if (auto it = g.parts.find({r.topic, r.partition}); it != g.parts.end()) {
         PartState& ps = it->second;
         ps.pending_from = ps.pending_from < 0 ? r.offset : std::min(ps.pending_from, r.offset);
         ps.polled_to = std::max(ps.polled_to, r.offset);
       }
-      out.push_back(std::move(r));
+      if (wanted.count(r.topic)) out.push_back(std::move(r));
     }
 
     // Keep only records of partitions still assigned (a rebalance may have run meanwhile)

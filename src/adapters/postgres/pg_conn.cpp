@@ -104,6 +104,12 @@ Error classify(PGconn* c, PGresult* r, std::string_view what) {
   return Error::internal(text);
 }
 
+bool is_retryable_transaction_error(const Error& e) {
+  // classify() puts the SQLSTATE at the end of the message; the kind stays unavailable.
+  return e.kind == ErrorKind::unavailable && (e.message.find("(SQLSTATE 40P01)") != std::string::npos ||
+                                              e.message.find("(SQLSTATE 40001)") != std::string::npos);
+}
+
 // ---------- Conn ----------
 
 namespace {

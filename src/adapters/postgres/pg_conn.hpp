@@ -133,6 +133,9 @@ class Conn {
 
 // The error a failed result (or a lost connection, r == nullptr) maps to.
 Error classify(PGconn* c, PGresult* r, std::string_view what);
+// True for a deadlock (SQLSTATE 40P01) or serialization failure (40001) reported by
+// classify(): the transaction was rolled back and running it again may succeed.
+bool is_retryable_transaction_error(const Error& e);
 
 struct PoolOptions {
   ConnOptions conn;

@@ -22,6 +22,18 @@
 // * Refunds take an advisory transaction lock per merchant (the balance check spans all
 //   of the merchant's payments) and SELECT ... FOR UPDATE the payment row; the sums they
 //   check are read in one statement, i.e. from one snapshot.
+// * Lock order. Intake refunds and ledger applies both lock payment rows, and several
+//   gateways' batches take the merchants' advisory locks; taken in arbitrary orders they
+//   deadlock (SQLSTATE 40P01, found only after deadlock_timeout). So every transaction
+//   that locks several payments does it in one order, by (merchant_id, payment id),
+//   bytewise (COLLATE "C" = std::string's <): an intake batch runs its refund jobs after
+//   the other jobs, sorted that way (stable: refunds of one payment keep arrival order),
+//   and apply() first locks every payment it will update in that order. What remains
+//   possible (two batches inserting the same new idempotency keys in opposite orders, an
+//   advisory-lock hash collision, a redelivery racing a notifier apply) is handled by
+//   running the transaction again: a deadlock or serialization failure (40P01/40001)
+//   retries the whole transaction up to kTxAttempts times with a short jittered backoff
+//   before the callers (or the stage) get the retryable error.
 // * After COMMIT the batch's events go to EventPublisher::publish in one call; its callback
 //   (publisher thread) only queues a completion: the completion thread runs the callers'
 //   callbacks and deletes the acknowledged outbox rows in one DELETE. Callers are answered
@@ -47,7 +59,9 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
+#include <tuple>
 
 #include "adapters/postgres/pg_conn.hpp"
 #include "adapters/postgres/pg_schema.hpp"
@@ -85,21 +99,38 @@ constexpr auto kShutdownPublishWait = std::chrono::seconds(10);
 constexpr size_t kNotifyChunkBytes = 7000;      // NOTIFY payloads must stay below 8000 bytes
 constexpr size_t kDeleteChunk = 5000;           // outbox ids per DELETE
 constexpr int kRefundLockClass = 0x70730002;    // advisory lock class: refunds of one merchant
+constexpr int kTxAttempts = 3;                  // runs of a transaction that hit 40P01/40001
+constexpr auto kTxRetryBackoff = std::chrono::milliseconds(20);  // times the attempt, plus up to as much jitter
 
 struct StoreMetrics {
   metrics::Histogram& tx_seconds;
   metrics::Histogram& batch_size;
   metrics::Counter& relayed;
+  metrics::Counter& intake_retries;
+  metrics::Counter& apply_retries;
   static StoreMetrics& get() {
+    static const char* const kRetryHelp =
+        "Database transactions run again after a deadlock or serialization failure";
     static StoreMetrics m{
         metrics::registry().histogram("paystream_db_tx_seconds", "Duration of one database transaction"),
         metrics::registry().histogram("paystream_db_intake_batch_size", "Intake writes per database transaction",
                                       {}, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}),
         metrics::registry().counter("paystream_db_outbox_relayed_total",
-                                    "Outbox rows re-published by the relay")};
+                                    "Outbox rows re-published by the relay"),
+        metrics::registry().counter("paystream_db_tx_retries_total", kRetryHelp, {{"transaction", "intake"}}),
+        metrics::registry().counter("paystream_db_tx_retries_total", kRetryHelp, {{"transaction", "apply"}})};
     return m;
   }
 };
+
+// Before running a transaction again after a deadlock or serialization failure: the
+// attempt's share of kTxRetryBackoff plus jitter, so the two parties do not collide again.
+void retry_backoff(int attempt) {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  const auto base = kTxRetryBackoff * attempt;
+  std::uniform_int_distribution<int64_t> jitter(0, base.count());
+  std::this_thread::sleep_for(base + std::chrono::milliseconds(jitter(rng)));
+}
 
 double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -525,6 +556,7 @@ struct PgStore::Impl {
   bool sleep_unless_stopped(std::chrono::milliseconds d);
 
   void run_batch(std::vector<JobPtr>& batch);
+  std::optional<Error> run_batch_once(std::vector<JobPtr>& batch);
   std::optional<Error> run_pipelined(Conn& c, std::vector<JobPtr>& batch, size_t from, size_t to);
   std::optional<Error> run_interactive(Conn& c, IntakeJob& j);
   Result<void> refund_body(Conn& c, IntakeJob& j);
@@ -650,32 +682,24 @@ void PgStore::Impl::writer_loop() {
 }
 
 void PgStore::Impl::run_batch(std::vector<JobPtr>& batch) {
+  // Lock order (file comment): the refund jobs last, by merchant and payment.
+  auto refunds = std::stable_partition(batch.begin(), batch.end(),
+                                       [](const JobPtr& j) { return j->kind != IntakeJob::Kind::refund; });
+  std::stable_sort(refunds, batch.end(), [](const JobPtr& a, const JobPtr& b) {
+    const Refund &x = a->ref.refund, &y = b->ref.refund;
+    return std::tie(x.merchant_id, x.payment_id) < std::tie(y.merchant_id, y.payment_id);
+  });
   auto t0 = std::chrono::steady_clock::now();
   std::optional<Error> abort;
-  {
-    auto lease = pool.acquire();
-    if (!lease) {
-      abort = lease.error();
-    } else {
-      Conn& c = **lease;
-      if (auto b = c.exec_script("BEGIN"); !b) abort = b.error();
-      size_t i = 0;
-      while (!abort && i < batch.size()) {
-        if (batch[i]->kind == IntakeJob::Kind::refund) {
-          abort = run_interactive(c, *batch[i]);
-          ++i;
-          continue;
-        }
-        size_t j = i;
-        while (j < batch.size() && batch[j]->kind != IntakeJob::Kind::refund) ++j;
-        abort = run_pipelined(c, batch, i, j);
-        i = j;
-      }
-      if (!abort) {
-        if (auto cm = c.exec_script("COMMIT"); !cm) abort = cm.error();
-      }
-      if (abort && c.healthy() && !c.idle()) (void)c.exec_script("ROLLBACK");
-    }
+  for (int attempt = 1;; ++attempt) {
+    abort = run_batch_once(batch);
+    if (!abort || !pg::is_retryable_transaction_error(*abort) || attempt >= kTxAttempts) break;
+    StoreMetrics::get().intake_retries.inc();
+    log::warn("intake transaction rolled back by a deadlock or serialization failure; running it again",
+              {{"attempt", std::to_string(attempt)}, {"jobs", std::to_string(batch.size())},
+               {"error", abort->message}});
+    for (auto& j : batch) j->reset_outcome();  // the rolled-back attempt left nothing
+    retry_backoff(attempt);
   }
   auto& m = StoreMetrics::get();
   m.tx_seconds.observe(since(t0));
@@ -706,6 +730,32 @@ void PgStore::Impl::run_batch(std::vector<JobPtr>& batch) {
   changed(accepted);
   if (!now.empty()) completions->push({std::move(now), {}});
   if (!events.empty()) publish_then(std::move(events), std::move(ids), std::move(after_publish));
+}
+
+// One attempt at the batch's transaction: BEGIN, every job, COMMIT (ROLLBACK on failure).
+std::optional<Error> PgStore::Impl::run_batch_once(std::vector<JobPtr>& batch) {
+  auto lease = pool.acquire();
+  if (!lease) return lease.error();
+  Conn& c = **lease;
+  std::optional<Error> abort;
+  if (auto b = c.exec_script("BEGIN"); !b) abort = b.error();
+  size_t i = 0;
+  while (!abort && i < batch.size()) {
+    if (batch[i]->kind == IntakeJob::Kind::refund) {
+      abort = run_interactive(c, *batch[i]);
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < batch.size() && batch[j]->kind != IntakeJob::Kind::refund) ++j;
+    abort = run_pipelined(c, batch, i, j);
+    i = j;
+  }
+  if (!abort) {
+    if (auto cm = c.exec_script("COMMIT"); !cm) abort = cm.error();
+  }
+  if (abort && c.healthy() && !c.idle()) (void)c.exec_script("ROLLBACK");
+  return abort;
 }
 
 void PgStore::Impl::publish_then(std::vector<Event> events, std::vector<int64_t> ids,
@@ -791,10 +841,12 @@ std::optional<Error> PgStore::Impl::run_pipelined(Conn& c, std::vector<JobPtr>& 
       }
     }
     if (!pr.error) return std::nullopt;
-    // Job m failed. A failure outside its own statements (or a lost connection) fails the batch.
+    // Job m failed. A failure outside its own statements, a lost connection or a deadlock
+    // (run_batch runs the whole transaction again) fails the batch.
     size_t b = first[m - k];
     size_t e = (m + 1 < to) ? first[m + 1 - k] : stmts.size();
-    if (!c.healthy() || pr.failed_at == b || pr.failed_at == e - 1) return pr.error;
+    if (!c.healthy() || pr.failed_at == b || pr.failed_at == e - 1 || pg::is_retryable_transaction_error(*pr.error))
+      return pr.error;
     IntakeJob& j = *batch[m];
     Error err = *pr.error;
     if (j.kind == IntakeJob::Kind::payment && err.kind == ErrorKind::conflict)
@@ -813,7 +865,8 @@ std::optional<Error> PgStore::Impl::run_interactive(Conn& c, IntakeJob& j) {
     if (auto rel = c.exec_script("RELEASE SAVEPOINT job"); !rel) return rel.error();
     return std::nullopt;
   }
-  if (!c.healthy()) return r.error();  // the connection (and the transaction) is gone
+  // The connection (and the transaction) is gone, or a deadlock: run_batch runs it again.
+  if (!c.healthy() || pg::is_retryable_transaction_error(r.error())) return r.error();
   j.reset_outcome();
   j.error = r.error();
   if (auto rb = c.exec_script("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"); !rb) return rb.error();
@@ -1532,6 +1585,17 @@ Result<void> PgStore::apply(const std::string& group, const std::vector<Record>&
 
   std::vector<Stmt> stmts;
   stmts.push_back({"BEGIN", {}});
+  {
+    // Lock order (file comment): every payment this transaction updates, locked first in
+    // the order intake refunds lock them.
+    std::vector<std::string> ids;
+    for (const auto& po : effects.payment_outcomes) ids.push_back(po.payment.id);
+    for (const auto& ro : effects.refund_outcomes) ids.push_back(ro.refund.payment_id);
+    if (!ids.empty())
+      stmts.push_back({"SELECT 1 FROM payments WHERE id = ANY($1::text[]) "
+                       "ORDER BY merchant_id COLLATE \"C\", id FOR NO KEY UPDATE",
+                       Params(pg::text_array(ids))});
+  }
   const size_t pay_first = stmts.size();
   for (const auto& po : effects.payment_outcomes) {
     const Payment& p = po.payment;
@@ -1558,34 +1622,48 @@ Result<void> PgStore::apply(const std::string& group, const std::vector<Record>&
                      "next_offset = GREATEST(consumer_positions.next_offset, excluded.next_offset)",
                      Params(group, tp.first, int64_t(tp.second), offset)});
 
-  auto t0 = std::chrono::steady_clock::now();
   PS_LEASE(c);
-  auto fail = [&](const Error& e) -> Result<void> {
-    if (c.healthy() && !c.idle()) (void)c.exec_script("ROLLBACK");
-    StoreMetrics::get().tx_seconds.observe(since(t0));
-    return e;
-  };
-  auto pr = c.pipeline(stmts);
-  if (pr.error) return fail(*pr.error);
-  std::vector<Payment> changed;
-  std::vector<std::string> terminal;
-  for (size_t i = pay_first; i < ref_end; ++i) {
-    const Res& q = pr.results[i];
-    for (int row = 0; row < q.rows(); ++row) {
-      changed.push_back(read_payment(q, row));
-      if (i < ref_first) terminal.push_back(changed.back().id);
+  // One attempt: the statements, then NOTIFY and COMMIT; the payments that changed.
+  auto attempt = [&]() -> Result<std::vector<Payment>> {
+    auto t0 = std::chrono::steady_clock::now();
+    auto fail = [&](const Error& e) -> Result<std::vector<Payment>> {
+      if (c.healthy() && !c.idle()) (void)c.exec_script("ROLLBACK");
+      StoreMetrics::get().tx_seconds.observe(since(t0));
+      return e;
+    };
+    auto pr = c.pipeline(stmts);
+    if (pr.error) return fail(*pr.error);
+    std::vector<Payment> changed;
+    std::vector<std::string> terminal;
+    for (size_t i = pay_first; i < ref_end; ++i) {
+      const Res& q = pr.results[i];
+      for (int row = 0; row < q.rows(); ++row) {
+        changed.push_back(read_payment(q, row));
+        if (i < ref_first) terminal.push_back(changed.back().id);
+      }
     }
+    // NOTIFY inside the transaction: delivered to listeners exactly when it commits.
+    std::vector<Stmt> tail;
+    for (auto& chunk : notify_chunks(terminal))
+      tail.push_back({"SELECT pg_notify($1, $2)", Params(impl_->channel, chunk)});
+    tail.push_back({"COMMIT", {}});
+    auto pc = c.pipeline(tail);
+    if (pc.error) return fail(*pc.error);
+    StoreMetrics::get().tx_seconds.observe(since(t0));
+    return changed;
+  };
+  for (int n = 1;; ++n) {
+    auto r = attempt();
+    if (r) {
+      impl_->changed(*r);
+      return {};
+    }
+    if (!pg::is_retryable_transaction_error(r.error()) || n >= kTxAttempts) return r.error();
+    StoreMetrics::get().apply_retries.inc();
+    log::warn("apply transaction rolled back by a deadlock or serialization failure; running it again",
+              {{"group", group}, {"attempt", std::to_string(n)}, {"error", r.error().message}});
+    retry_backoff(n);
   }
-  // NOTIFY inside the transaction: delivered to listeners exactly when it commits.
-  std::vector<Stmt> tail;
-  for (auto& chunk : notify_chunks(terminal))
-    tail.push_back({"SELECT pg_notify($1, $2)", Params(impl_->channel, chunk)});
-  tail.push_back({"COMMIT", {}});
-  auto pc = c.pipeline(tail);
-  if (pc.error) return fail(*pc.error);
-  StoreMetrics::get().tx_seconds.observe(since(t0));
-  impl_->changed(changed);
-  return {};
 }
 
 Result<std::map<TopicPartition, int64_t>> PgStore::positions(const std::string& group) {
@@ -1615,6 +1693,13 @@ Result<bool> PgStore::dead_letter_replayed(int64_t position) {
   PS_LEASE(c);
   PS_EXEC(q, c, "SELECT 1 FROM dlq_replays WHERE position = $1", Params(position));
   return q.rows() > 0;
+}
+
+Result<std::optional<std::string>> PgStore::merchant_of_event(const std::string& event_id) {
+  PS_LEASE(c);
+  PS_EXEC(q, c, "SELECT merchant_id FROM merchant_events WHERE id = $1", Params(event_id));
+  if (q.rows() == 0) return std::optional<std::string>();
+  return std::optional<std::string>(q.text(0, 0));
 }
 
 // ---------- reconciliation ----------

@@ -19,6 +19,9 @@
 //   (table consumer_positions(group, topic, partition, next_offset)) in one transaction;
 //   after commit, payments that changed are passed to the payment-change listener and their
 //   ids announced with NOTIFY paystream_terminal (terminal ones).
+// * Deadlocks and serialization failures (SQLSTATE 40P01/40001) roll back an intake batch
+//   or an apply; the transaction is run again (at most 3 times, short jittered backoff)
+//   before the error reaches the callers. Metric paystream_db_tx_retries_total{transaction}.
 // Pool: bounded connections (pool_size); metrics paystream_db_pool_size, _in_use,
 //   paystream_db_pool_wait_seconds (histogram), paystream_db_tx_seconds.
 // Schema: created by migrate() (versioned, idempotent; table schema_migrations); the
@@ -127,6 +130,9 @@ class PgStore final : public IntakeStore,
   Result<bool> mark_dead_letter_replayed(int64_t position, int64_t now_ms);
   Result<void> unmark_dead_letter_replayed(int64_t position);
   Result<bool> dead_letter_replayed(int64_t position);
+  // The merchant a merchant event (/v1/events record) belongs to; nullopt if there is no
+  // such event. Replaying a webhook dead letter redelivers the event to that merchant.
+  Result<std::optional<std::string>> merchant_of_event(const std::string& event_id);
 
   // Reconciliation and tests: plain counts over the ledger.
   struct Totals {
