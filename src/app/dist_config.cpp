@@ -84,7 +84,9 @@ Result<void> DistConfig::validate(Needs needs) const {
   if (kafka_request_timeout_ms < 100) return bad("kafka_request_timeout_ms", "--kafka-request-timeout-ms must be >= 100");
   if (db_pool_size < 1 || db_pool_size > 256) return bad("db_pool_size", "--db-pool-size must be 1..256");
   if (db_statement_timeout_ms < 100) return bad("db_statement_timeout_ms", "--db-statement-timeout-ms must be >= 100");
-  if (outbox_relay_after_ms < 100) return bad("outbox_relay_after_ms", "--outbox-relay-after-ms must be >= 100");
+  // The relay must not re-publish an event whose first publish may still be in flight.
+  if (outbox_relay_after_ms < kafka_request_timeout_ms + 5000)
+    return bad("outbox_relay_after_ms", "--outbox-relay-after-ms must exceed --kafka-request-timeout-ms by at least 5000");
   if (redis_timeout_ms < 1 || redis_timeout_ms > 60000) return bad("redis_timeout_ms", "--redis-timeout-ms must be 1..60000");
   if (redis_pool_size < 1 || redis_pool_size > 256) return bad("redis_pool_size", "--redis-pool-size must be 1..256");
   if (idempotency_in_flight_lease_ms < 1000)

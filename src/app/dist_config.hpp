@@ -26,7 +26,7 @@ struct DistConfig {
   std::string postgres_schema;          // empty: public
   int64_t db_pool_size = 8;
   int64_t db_statement_timeout_ms = 5000;
-  int64_t outbox_relay_after_ms = 5000;
+  int64_t outbox_relay_after_ms = 30000;  // > kafka_request_timeout_ms: never races the first publish
   // Redis
   std::string redis_url;                // durable instance (noeviction)
   std::string redis_cache_url;          // cache instance (allkeys-lru)
@@ -35,7 +35,7 @@ struct DistConfig {
   int64_t redis_pool_size = 8;
   int64_t session_ttl_s = 3600;
   int64_t status_processing_ttl_s = 30;
-  int64_t status_terminal_ttl_s = 3600;
+  int64_t status_terminal_ttl_s = 300;   // bounds staleness if a write-through and its DEL both fail
   int64_t idempotency_in_flight_lease_ms = 15000;  // a crashed gateway pins a key at most this long
   // Workers
   std::vector<std::string> stages;      // fraud, processor, ledger, notifier

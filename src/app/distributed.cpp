@@ -102,7 +102,14 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
   RedisRateLimiter rate_limiter(**durable);
   RedisCachedMerchants merchants(**store, **cache, seconds(d.session_ttl_s));
   RedisCachedPayments payments(**store, **cache, seconds(d.status_processing_ttl_s), seconds(d.status_terminal_ttl_s));
-  (*store)->set_payment_change_listener([&payments](const std::vector<Payment>& changed) { payments.put(changed); });
+  // The gateway only ever writes payments in `processing`, which the cache never serves:
+  // no write-through here, so the intake writer thread makes no Redis calls.
+  (*store)->set_payment_change_listener([&payments](const std::vector<Payment>& changed) {
+    std::vector<Payment> terminal;
+    for (const auto& p : changed)
+      if (p.status != PaymentStatus::processing) terminal.push_back(p);
+    if (!terminal.empty()) payments.put(terminal);
+  });
   RedisEvictionsMonitor evictions({durable->get(), cache->get()}, std::chrono::seconds(5));
 
   Api api(ApiDeps{**store, payments, merchants, **store, **store, **store, idempotency, rate_limiter, clock},
