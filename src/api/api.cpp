@@ -79,7 +79,9 @@ bool match(std::string_view tmpl, const std::vector<std::string_view>& segs, std
   if (t.size() != segs.size()) return false;
   for (size_t i = 0; i < t.size(); ++i) {
     if (!t[i].empty() && t[i].front() == '{') {
-      if (segs[i].empty()) return false;
+      // No id contains U+0000; a decoded NUL must not reach a store that would cut the
+      // id there (PostgreSQL text), so such a path matches no route (404).
+      if (segs[i].empty() || segs[i].find('\0') != std::string_view::npos) return false;
       param = std::string(segs[i]);
     } else if (t[i] != segs[i]) {
       return false;

@@ -29,6 +29,14 @@ size_t utf8_chars(std::string_view s) {
   return n;
 }
 
+// U+0000 is valid JSON ("\u0000") but PostgreSQL text and jsonb cannot store it (libpq
+// text parameters end at the first NUL), so every client-supplied string rejects it: the
+// distributed shape would otherwise store a different value than it answered with.
+bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
+Error nul_in(std::string_view what, std::string param) {
+  return bad("parameter_invalid", std::string(what) + " must not contain U+0000", std::move(param));
+}
+
 bool only_whitespace(std::string_view s) {
   for (char c : s)
     if (c != ' ' && c != '\t' && c != '\r' && c != '\n') return false;
@@ -108,6 +116,7 @@ Result<PaymentInput> parse_payment_request(std::string_view body, int64_t max_am
     if (!d->is_string()) return bad("parameter_invalid", "description must be a string", "description");
     if (utf8_chars(d->get_string()) > kMaxDescriptionChars)
       return bad("parameter_invalid", "description must be at most 1000 characters", "description");
+    if (has_nul(d->get_string())) return nul_in("description", "description");
     in.description = std::string(d->get_string());
   }
 
@@ -118,10 +127,12 @@ Result<PaymentInput> parse_payment_request(std::string_view body, int64_t max_am
     for (const auto& kv : mo) {
       if (kv.key().empty() || utf8_chars(kv.key()) > kMaxMetadataKeyChars)
         return bad("parameter_invalid", "metadata keys must be 1-40 characters", "metadata");
+      if (has_nul(kv.key())) return nul_in("metadata keys", "metadata");
       if (!kv.value().is_string())
         return bad("parameter_invalid", "metadata values must be strings", "metadata");
       if (utf8_chars(kv.value().get_string()) > kMaxMetadataValueChars)
         return bad("parameter_invalid", "metadata values must be at most 500 characters", "metadata");
+      if (has_nul(kv.value().get_string())) return nul_in("metadata values", "metadata");
       in.metadata[std::string(kv.key())] = std::string(kv.value().get_string());
     }
   }
@@ -154,6 +165,7 @@ Result<MerchantInput> parse_merchant_request(std::string_view body, int max_dept
   if (!name->is_string()) return bad("parameter_invalid", "name must be a string", "name");
   size_t n = utf8_chars(name->get_string());
   if (n < 1 || n > kMaxMerchantNameChars) return bad("parameter_invalid", "name must be 1-200 characters", "name");
+  if (has_nul(name->get_string())) return nul_in("name", "name");
   in.name = std::string(name->get_string());
   if (auto* rl = o.if_contains("rate_limit"); rl && !rl->is_null()) {
     if (!rl->is_object()) return bad("parameter_invalid", "rate_limit must be an object", "rate_limit");
@@ -238,6 +250,7 @@ Result<void> check_query_params(const std::map<std::string, std::string>& query,
     bool known = false;
     for (auto a : allowed) known = known || k == a;
     if (!known) return bad("parameter_unknown", "unknown query parameter: " + k, k);
+    if (has_nul(v)) return nul_in(k, k);  // e.g. payment_id=pay_x%00y would match pay_x
   }
   return ok();
 }

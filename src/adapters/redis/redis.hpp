@@ -6,7 +6,12 @@
 // * cache (allkeys-lru): API-key sessions and payment status — RedisCachedMerchants,
 //   RedisCachedPayments (decorators over the durable store's ports), with TTLs per kind.
 // Every call has a timeout (RedisOptions::timeout_ms); a connection that failed is
-// replaced on the next call. What happens when Redis fails (docs/DECISIONS.md):
+// replaced on the next call. Each RedisClient also has a circuit breaker (SPEC §2.6): after
+// breaker_failures consecutive I/O or timeout failures every call fails fast (unavailable
+// "redis_circuit_open", retryable) for breaker_open_ms, then one trial call goes through
+// (half-open) and its success closes it — so a black-holed Redis costs its callers one
+// timeout per open interval, not one per call. Error replies (NOSCRIPT, OOM, ...) come from
+// a working server: they count as successes. What happens when Redis fails (docs/DECISIONS.md):
 // * idempotency begin(): error → "started" (the durable store's unique constraint
 //   decides; a retry of a finished request is still replayed from the database);
 // * rate limiter: error → allowed (fail open, counted in paystream_redis_errors_total);
@@ -15,7 +20,9 @@
 // Keys are prefixed with RedisOptions::key_prefix (tests use a unique prefix each).
 // Metrics: paystream_cache_requests_total{namespace,result="hit"|"miss"},
 //   paystream_redis_errors_total{target}, paystream_redis_evicted_keys{target} (from INFO
-//   stats, refreshed by RedisEvictionsMonitor), paystream_redis_call_seconds{target}.
+//   stats, refreshed by RedisEvictionsMonitor), paystream_redis_call_seconds{target},
+//   paystream_circuit_state{dependency="redis-<name>"} (0 closed, 1 open, 2 half-open; as
+//   src/stages/resilience.hpp). Calls refused by the open breaker count as errors too.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -36,6 +43,8 @@ struct RedisOptions {
   std::string key_prefix;      // e.g. "ps:"; tests: unique per test
   int timeout_ms = 250;        // connect and per-command timeout
   size_t pool_size = 8;        // connections (one command in flight per connection)
+  int breaker_failures = 5;    // consecutive I/O/timeout failures that open the breaker
+  int breaker_open_ms = 2000;  // how long it stays open before a half-open trial
 };
 
 // A small pool of hiredis connections with per-call timeouts and reconnect.
@@ -46,7 +55,8 @@ class RedisClient {
   const RedisOptions& options() const;
   // Runs one command (argv form). The reply flattened: strings/integers as strings, nil
   // as nullopt, arrays as their elements. Errors: unavailable (retryable) on I/O or
-  // timeout, internal on a Redis error reply.
+  // timeout or while the breaker is open ("redis_circuit_open"), internal on a Redis
+  // error reply.
   struct Reply {
     enum class Type { nil, integer, string, status, array, error } type = Type::nil;
     int64_t integer = 0;

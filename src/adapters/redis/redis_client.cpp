@@ -4,6 +4,8 @@
 // write timeouts are set to what is left before each command. A connection on which
 // anything failed (I/O error, timeout, protocol error) is closed, not returned to the
 // pool, so the next call opens a fresh one — this is the reconnect.
+// A circuit breaker in front of it all (Breaker below) turns a dead or black-holed Redis
+// into instant "redis_circuit_open" failures after a few consecutive I/O failures.
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 #include <sys/time.h>
@@ -110,6 +112,88 @@ Reply convert(const redisReply* r) {
   return out;
 }
 
+// A minimal circuit breaker (adapters must not depend on src/stages; this mirrors the
+// states and the gauge encoding of stages/resilience.hpp's CircuitBreaker).
+// closed -> open after `threshold` consecutive failures; open -> half-open once `open_for`
+// has passed; half-open admits one trial call at a time; any success closes it, a failure
+// while half-open re-opens it. Thread-safe.
+class Breaker {
+ public:
+  enum class State { closed = 0, open = 1, half_open = 2 };
+  // neutral: the call never reached Redis (e.g. no free pooled connection in time).
+  enum class Outcome { success, failure, neutral };
+
+  Breaker(std::string dependency, int threshold, std::chrono::milliseconds open_for)
+      : dependency_(std::move(dependency)),
+        threshold_(std::max(1, threshold)),
+        open_for_(std::max(open_for, std::chrono::milliseconds(1))),
+        gauge_(metrics::registry().gauge("paystream_circuit_state",
+                                         "Circuit breaker state per dependency (0 closed, 1 open, 2 half-open)",
+                                         {{"dependency", dependency_}})) {
+    gauge_.set(0);
+  }
+
+  // Whether a call may go ahead; `trial` tells the caller it holds the half-open slot.
+  // Every admitted call is reported exactly once with report().
+  bool admit(bool& trial) {
+    std::lock_guard lk(mu_);
+    trial = false;
+    if (state_ == State::open && Clock::now() >= opened_at_ + open_for_) set_locked(State::half_open);
+    switch (state_) {
+      case State::closed: return true;
+      case State::open: return false;
+      case State::half_open:
+        if (trial_in_flight_) return false;
+        trial_in_flight_ = trial = true;
+        return true;
+    }
+    return false;
+  }
+
+  void report(bool trial, Outcome o) {
+    std::lock_guard lk(mu_);
+    if (trial) trial_in_flight_ = false;
+    if (o == Outcome::success) {
+      failures_ = 0;
+      set_locked(State::closed);
+    } else if (o == Outcome::failure) {
+      // A late failure of a call admitted before the breaker opened changes nothing.
+      if (state_ == State::half_open || (state_ == State::closed && ++failures_ >= threshold_)) {
+        opened_at_ = Clock::now();
+        set_locked(State::open);
+      }
+    }
+  }
+
+  Error refusal(const std::string& target) const {
+    return Error::unavailable("redis_circuit_open", "redis " + target + ": circuit open after " +
+                                                        std::to_string(threshold_) + " consecutive failures");
+  }
+
+ private:
+  void set_locked(State s) {
+    if (s == state_) return;
+    state_ = s;
+    failures_ = 0;
+    gauge_.set(double(int(s)));
+    static constexpr const char* kNames[] = {"closed", "open", "half_open"};
+    if (s == State::open)  // Redis stopped answering: callers now take their fallbacks at once
+      log::warn("circuit breaker state change", {{"dependency", dependency_}, {"state", kNames[int(s)]}});
+    else
+      log::info("circuit breaker state change", {{"dependency", dependency_}, {"state", kNames[int(s)]}});
+  }
+
+  const std::string dependency_;
+  const int threshold_;
+  const std::chrono::milliseconds open_for_;
+  metrics::Gauge& gauge_;
+  std::mutex mu_;
+  State state_ = State::closed;
+  int failures_ = 0;
+  bool trial_in_flight_ = false;
+  Clock::time_point opened_at_{};
+};
+
 }  // namespace
 
 struct RedisClient::Impl {
@@ -117,6 +201,7 @@ struct RedisClient::Impl {
   Endpoint ep;
   metrics::Counter& errors;
   metrics::Histogram& call_seconds;
+  Breaker breaker;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -130,7 +215,8 @@ struct RedisClient::Impl {
                                            "Redis calls that failed (I/O, timeout, error reply)",
                                            {{"target", opts.name}})),
         call_seconds(metrics::registry().histogram("paystream_redis_call_seconds", "Redis call latency",
-                                                   {{"target", opts.name}})) {}
+                                                   {{"target", opts.name}})),
+        breaker("redis-" + opts.name, opts.breaker_failures, std::chrono::milliseconds(opts.breaker_open_ms)) {}
   ~Impl() {
     for (auto* c : idle) redisFree(c);
   }
@@ -258,10 +344,25 @@ Result<RedisClient::Reply> RedisClient::command(const std::vector<std::string>& 
     return r;
   };
   if (argv.empty()) return Error::invalid("redis_command_empty", "empty Redis command");
+  bool trial = false;
+  if (!im.breaker.admit(trial)) return finish(im.breaker.refusal(im.opts.name));
   auto c = im.acquire(deadline);
-  if (!c) return finish(c.error());
+  if (!c) {
+    // Waiting for a busy pool says nothing about Redis; a failed connect does.
+    im.breaker.report(trial, c.error().code == "redis_pool_busy" ? Breaker::Outcome::neutral
+                                                                  : Breaker::Outcome::failure);
+    return finish(c.error());
+  }
+  if (Clock::now() >= deadline) {  // the wait for the pool used the whole budget
+    im.release(*c, true);
+    im.breaker.report(trial, Breaker::Outcome::neutral);
+    return finish(Error::unavailable("redis_pool_busy", "redis " + im.opts.name + ": no free connection within " +
+                                                            std::to_string(im.opts.timeout_ms) + " ms"));
+  }
   auto r = im.exec(*c, argv, deadline);
   im.release(*c, r.ok());
+  // An error reply came from a working server: only I/O failures and timeouts count.
+  im.breaker.report(trial, r.ok() ? Breaker::Outcome::success : Breaker::Outcome::failure);
   if (!r) return finish(r.error());
   if (r->type == Reply::Type::error) {
     Error e = Error::internal(r->str);

@@ -34,6 +34,10 @@ TEST(ApiRouting, NotFoundMethodNotAllowedAndProbes) {
   EXPECT_EQ(hdr(r, "Allow"), "GET, DELETE");
   r = h.call("GET", "/v1/payments/");
   EXPECT_EQ(r.status, 404);
+  // A percent-encoded NUL in an id segment matches no route (a store must never see it).
+  r = h.call("GET", "/v1/payments/pay_x%00y");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(err_code(r), "route_not_found");
 
   EXPECT_EQ(h.call("GET", "/healthz").body, R"({"status":"ok"})");
   EXPECT_EQ(h.call("GET", "/readyz").status, 200);

@@ -208,3 +208,61 @@ TEST(ApiValidation, BadBodiesNever5xx) {
   auto unknown = h.pay(key, "unknown", R"({"amount":1,"currency":"EUR","source":"s","captur":true})");
   EXPECT_EQ(err_param(unknown), "captur");
 }
+
+// U+0000 is valid JSON but PostgreSQL text/jsonb cannot store it (libpq would truncate at
+// the NUL), so every client-supplied string rejects it with 400 parameter_invalid.
+TEST(NulCharacter, RejectedInEveryClientString) {
+  const std::string p = R"({"amount":1,"currency":"EUR","source":)";
+  expect_bad(p + R"("s\u0000x"})", "parameter_invalid", "source");
+  expect_bad(p + R"("s","description":"a\u0000b"})", "parameter_invalid", "description");
+  expect_bad(p + R"("s","description":"\u0000"})", "parameter_invalid", "description");
+  expect_bad(p + R"("s","metadata":{"k":"v\u0000"}})", "parameter_invalid", "metadata");
+  expect_bad(p + R"("s","metadata":{"k\u0000":"v"}})", "parameter_invalid", "metadata");
+  // A raw NUL byte inside a JSON string is not valid JSON at all.
+  expect_bad(p + std::string("\"s\",\"description\":\"a\0b\"}", 24), "json_invalid", "");
+  auto msg = parse_payment_request(p + R"("s","description":"a\u0000b"})", kMax, 32).error().message;
+  EXPECT_NE(msg.find("U+0000"), std::string::npos) << msg;
+  // Other control characters stay allowed where they were (description is free text).
+  EXPECT_TRUE(parse_payment_request(p + R"("s","description":"a\u0001\nb","metadata":{"k":"\t"}})", kMax, 32).ok());
+
+  auto m = parse_merchant_request(R"({"name":"Ac\u0000me"})", 32);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.error().code, "parameter_invalid");
+  EXPECT_EQ(m.error().param, "name");
+  EXPECT_EQ(status_for(m.error()), 400);
+
+  auto e = parse_endpoint_request(R"({"url":"https://x.test/h\u0000ook"})", 32);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().param, "url");
+  EXPECT_EQ(parse_endpoint_request(R"({"url":"https://x.test","enabled_events":["*\u0000"]})", 32).error().param,
+            "enabled_events");
+  EXPECT_EQ(validate_idempotency_key(std::string_view("k\0y", 3)).error().code, "idempotency_key_invalid");
+
+  std::map<std::string, std::string> q{{"payment_id", std::string("pay_x\0y", 7)}};
+  auto qr = check_query_params(q, {"payment_id"});
+  ASSERT_FALSE(qr.ok());
+  EXPECT_EQ(qr.error().code, "parameter_invalid");
+  EXPECT_EQ(qr.error().param, "payment_id");
+  EXPECT_TRUE(check_query_params({{"payment_id", "pay_x"}}, {"payment_id"}).ok());
+  std::map<std::string, std::string> cursor{{"starting_after", std::string("pay_x\0", 6)}};
+  EXPECT_FALSE(check_query_params(cursor, {"starting_after"}).ok());
+  EXPECT_FALSE(parse_page(cursor).ok());
+}
+
+// Through the API: a NUL in a body string or a query value answers 400 with the param.
+TEST(NulCharacter, ApiAnswers400WithParam) {
+  Harness h;
+  std::string key = h.merchant();
+  auto r = h.pay(key, "nul-1", R"({"amount":1,"currency":"EUR","source":"s","metadata":{"order":"4\u00002"}})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(err_code(r), "parameter_invalid");
+  EXPECT_EQ(err_param(r), "metadata");
+  auto m = h.call("POST", "/v1/merchants", R"({"name":"x\u0000"})",
+                  {{"Authorization", "Bearer admin-secret"}, {"Content-Type", "application/json"}});
+  EXPECT_EQ(m.status, 400) << m.body;
+  EXPECT_EQ(err_param(m), "name");
+  auto l = h.call("GET", "/v1/ledger/entries?payment_id=pay_x%00y", "", Harness::auth(key));
+  EXPECT_EQ(l.status, 400) << l.body;
+  EXPECT_EQ(err_code(l), "parameter_invalid");
+  EXPECT_EQ(err_param(l), "payment_id");
+}
