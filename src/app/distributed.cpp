@@ -152,10 +152,14 @@ int run_worker(const ServeConfig& cfg, const DistConfig& d) {
   if (has("notifier")) po.relay_interval_ms = 1000;  // webhook dead letters go through the outbox
   auto store = PgStore::open(po, clock, **publisher);
   if (!store) return startup_error("cannot open PostgreSQL store", store.error());
+  // Copies of one event (an outbox re-publish) reach each stage once: first position wins.
+  auto dedup = PgEventDedup::open(po);
+  if (!dedup) return startup_error("cannot open PostgreSQL event dedup", dedup.error());
   KafkaStageLogOptions lo;
   lo.kafka = kafka_options(d, role);
   lo.database_groups = {"ledger", "notifier"};
   lo.sink = store->get();
+  lo.dedup = dedup->get();
   auto stage_log = KafkaStageLog::open(lo);
   if (!stage_log) return startup_error("cannot open Kafka consumer", stage_log.error());
 
@@ -239,7 +243,7 @@ int run_worker(const ServeConfig& cfg, const DistConfig& d) {
   (*publisher)->flush(milliseconds(cfg.shutdown_timeout_ms));
   ops_server.stop();
   runners.clear();
-  stage_log->reset();  // it calls into the store (position sink)
+  stage_log->reset();  // it calls into the store (position sink) and the dedup
   store->reset();      // before the status cache its listener writes to
   log::info("stopped");
   return 0;

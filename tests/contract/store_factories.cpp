@@ -207,10 +207,12 @@ class DistributedHarness final : public StoreHarness {
     po.schema = schema_;
     po.pool_size = 8;
     store_ = must(PgStore::open(po, clock, *publisher_), "PgStore::open");
+    dedup_ = must(PgEventDedup::open(po), "PgEventDedup::open");  // as the workers run it
     KafkaStageLogOptions lo;
     lo.kafka = ko_;
     lo.database_groups = {"ledger", "notifier", "test-ledger"};
     lo.sink = store_.get();
+    lo.dedup = dedup_.get();
     log_ = must(KafkaStageLog::open(lo), "KafkaStageLog::open");
     settling_.reset(log_.get());
     KafkaStageLogOptions co;
@@ -226,6 +228,7 @@ class DistributedHarness final : public StoreHarness {
     counter_.reset();
     if (log_) log_->close();
     log_.reset();
+    dedup_.reset();
     store_.reset();  // answers intake callbacks still waiting for the publisher
     if (publisher_) publisher_->flush(std::chrono::seconds(5));
     publisher_.reset();
@@ -235,6 +238,7 @@ class DistributedHarness final : public StoreHarness {
   std::string url_, schema_;
   std::unique_ptr<KafkaPublisher> publisher_;
   std::unique_ptr<PgStore> store_;
+  std::unique_ptr<PgEventDedup> dedup_;
   std::unique_ptr<KafkaStageLog> log_, counter_;
   std::unique_ptr<KafkaDlqReader> reader_;
   std::unique_ptr<KafkaPgDeadLetters> dlq_;

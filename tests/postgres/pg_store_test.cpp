@@ -390,6 +390,227 @@ TEST_F(PgStoreTest, RelayThreadPublishesInTheBackground) {
   EXPECT_EQ(pub.events().at(0).id, cmd.initiated.id);
 }
 
+// A publisher that keeps every publish in flight until the test answers it.
+class HoldingPublisher final : public EventPublisher {
+ public:
+  void publish(std::vector<Event> events, Callback cb) override {
+    std::lock_guard g(mu_);
+    published_ += int(events.size());
+    held_.push_back(std::move(cb));
+  }
+  void publish_dead_letter(DeadLetter, Callback cb) override {
+    std::lock_guard g(mu_);
+    ++published_;
+    held_.push_back(std::move(cb));
+  }
+  int published() {
+    std::lock_guard g(mu_);
+    return published_;
+  }
+  size_t held() {
+    std::lock_guard g(mu_);
+    return held_.size();
+  }
+  // Answers every held publish (ok or failed).
+  void answer(bool ok) {
+    std::vector<Callback> cbs;
+    {
+      std::lock_guard g(mu_);
+      cbs.swap(held_);
+    }
+    for (auto& cb : cbs) ok ? cb({}) : cb(Error::unavailable("broker_down", "held publish failed"));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Callback> held_;
+  int published_ = 0;
+};
+
+TEST_F(PgStoreTest, OutboxAgeStartsAtCommitAndTheRelaySkipsPublishesInFlight) {
+  HoldingPublisher held;
+  const std::string app = "pst_age_" + random_token("", 4);
+  PgOptions o = options();
+  o.url = pg_test::with_app_name(url, app);
+  o.relay_after_ms = 5000;
+  auto opened = PgStore::open(o, clock, held);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store = std::move(opened.value());
+
+  // The job is queued at t0 but cannot commit before we let it (outbox locked): its
+  // outbox row must be stamped with the commit time, not t0.
+  const int64_t t0 = clock.now_ms();
+  auto locker = pg_test::raw(url, schema);
+  ASSERT_TRUE(locker);
+  ASSERT_TRUE(locker->exec_script("BEGIN; LOCK TABLE outbox IN EXCLUSIVE MODE").ok());
+  std::promise<Result<AcceptOutcome>> answered;
+  store->accept_payment(payment_cmd("mer_1", "k1", 500, t0),
+                        [&](Result<AcceptOutcome> r) { answered.set_value(std::move(r)); });
+  ASSERT_TRUE(eventually([&] { return backends(app, " AND wait_event_type = 'Lock'") == 1; }));
+  clock.advance(std::chrono::milliseconds(7000));
+  ASSERT_TRUE(locker->exec_script("COMMIT").ok());
+  ASSERT_TRUE(eventually([&] { return held.held() == 1; })) << "the first publish is in flight";
+  EXPECT_EQ(scalar("SELECT created_ms FROM outbox"), t0 + 7000);
+
+  // In flight and older than relay_after_ms: this process's relay leaves it alone.
+  clock.advance(std::chrono::milliseconds(6000));
+  auto r = store->relay_outbox_once();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r, 0u);
+  EXPECT_EQ(held.published(), 1) << "no second publish while the first is in flight";
+
+  // The first publish fails: the row is no longer in flight and the relay takes it.
+  held.answer(false);
+  ASSERT_EQ(answered.get_future().get().ok(), true);  // answered anyway: the data is committed
+  std::promise<Result<size_t>> relayed;
+  std::thread relay([&] { relayed.set_value(store->relay_outbox_once()); });
+  ASSERT_TRUE(eventually([&] { return held.held() == 1; }));
+  EXPECT_EQ(held.published(), 2);
+  // While the relay waits for the bus it holds no row lock: the gateway's DELETE (here a
+  // NOWAIT lock) is not blocked.
+  auto nowait = sql->exec("SELECT id FROM outbox FOR UPDATE NOWAIT");
+  EXPECT_TRUE(nowait.ok()) << nowait.error().message;
+  EXPECT_EQ(nowait->rows(), 1);
+  // Another round meanwhile (same process) does not publish it again either.
+  clock.advance(std::chrono::milliseconds(6000));
+  auto again = store->relay_outbox_once();
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(*again, 0u);
+  held.answer(true);
+  relay.join();
+  auto done = relayed.get_future().get();
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(*done, 1u);
+  EXPECT_EQ(totals().outbox_pending, 0);
+  EXPECT_EQ(held.published(), 2);
+  store.reset();  // before `held` goes away
+}
+
+TEST_F(PgStoreTest, UndecodableDeadLettersAreDeletedNotReadForever) {
+  store = open(options());
+  ASSERT_TRUE(store);
+  auto& undecodable = metrics::registry().counter("paystream_db_outbox_undecodable_total", "");
+  const double before = undecodable.value();
+  ASSERT_TRUE(sql->exec_script("INSERT INTO outbox(kind, payload, created_ms) SELECT 'dead_letter', 'not json', 0 "
+                               "FROM generate_series(1, 600)")
+                  .ok());
+  auto cmd = payment_cmd("mer_1", "k1", 500, clock.now_ms());
+  ASSERT_TRUE(sql->exec("INSERT INTO outbox(kind, payload, created_ms) VALUES('event', $1, 0)",
+                        pg::Params(event_envelope_json(cmd.initiated)))
+                  .ok());
+  // 500 rows per round: the first round deletes 500 bad rows, the second the rest and
+  // publishes the event behind them.
+  auto r1 = store->relay_outbox_once();
+  ASSERT_TRUE(r1.ok()) << r1.error().message;
+  EXPECT_EQ(*r1, 0u);
+  auto r2 = store->relay_outbox_once();
+  ASSERT_TRUE(r2.ok()) << r2.error().message;
+  EXPECT_EQ(*r2, 1u);
+  EXPECT_EQ(totals().outbox_pending, 0);
+  EXPECT_EQ(undecodable.value() - before, 600);
+  ASSERT_EQ(pub.events().size(), 1u);
+  EXPECT_EQ(pub.events()[0].id, cmd.initiated.id);
+}
+
+// ---------- webhook deliveries: claims ----------
+
+TEST_F(PgStoreTest, ConcurrentNotifiersNeverGetTheSameDeliveryAndStaleAttemptsAreIgnored) {
+  store = open(options());
+  ASSERT_TRUE(store);
+  auto other = open(options());  // a second notifier replica
+  ASSERT_TRUE(other);
+  const int64_t now = clock.now_ms();
+  ASSERT_TRUE(store->create_endpoint({"we_1", "mer_1", "http://127.0.0.1:9/we_1", "whsec_abc", {}, now}).ok());
+  Effects fx;
+  for (int i = 0; i < 300; ++i) {
+    std::string ev = "evt_" + std::to_string(i);
+    fx.merchant_events.push_back({ev, "mer_1", "payment.succeeded", "{}", now});
+    WebhookDelivery d;
+    d.id = deterministic_id("wd_", ev, "we_1");
+    d.event_id = ev;
+    d.endpoint_id = "we_1";
+    d.merchant_id = "mer_1";
+    d.next_attempt_ms = now - i;
+    fx.deliveries.push_back(d);
+  }
+  ASSERT_TRUE(store->apply("notifier", {}, fx).ok());
+
+  // Both replicas poll at once until nothing is due; every delivery goes to exactly one.
+  std::vector<std::string> got[2];
+  PgStore* replicas[2] = {store.get(), other.get()};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 100; ++round) {
+        auto due = replicas[t]->due_deliveries(now, 7);
+        ASSERT_TRUE(due.ok()) << due.error().message;
+        for (auto& d : *due) {
+          EXPECT_LE(d.delivery.next_attempt_ms, now) << "returned with its original due time";
+          got[t].push_back(d.delivery.id);
+        }
+        // Record an attempt (rescheduled far ahead) so this replica's claims are done.
+        for (auto d : *due) {
+          d.delivery.attempts = 1;
+          d.delivery.next_attempt_ms = now + 3'600'000;
+          ASSERT_TRUE(replicas[t]->record_attempt(d.delivery, std::nullopt).ok());
+        }
+        if (due->empty()) break;
+      }
+    });
+  for (auto& th : threads) th.join();
+  std::set<std::string> all(got[0].begin(), got[0].end());
+  EXPECT_EQ(all.size(), got[0].size()) << "one replica got a delivery twice";
+  for (auto& id : got[1]) EXPECT_TRUE(all.insert(id).second) << id << " went to both replicas";
+  EXPECT_EQ(all.size(), 300u);
+
+  // A claimed delivery is not due for the other replica until the claim's lease ends.
+  Effects one;
+  WebhookDelivery d;
+  d.id = "wd_lease";
+  d.event_id = "evt_0";
+  d.endpoint_id = "we_1";
+  d.merchant_id = "mer_1";
+  d.next_attempt_ms = now;
+  one.deliveries.push_back(d);
+  ASSERT_TRUE(store->apply("notifier", {}, one).ok());
+  ASSERT_EQ(store->due_deliveries(now, 10)->size(), 1u);
+  EXPECT_TRUE(other->due_deliveries(now + 59'999, 10)->empty());
+  EXPECT_EQ(store->due_deliveries(now, 10)->size(), 1u) << "its own claim is still due for the claimer";
+
+  // Lease over: the other replica claims it, delivers and records success; the first
+  // replica's late failure (and dead letter) must not overwrite it.
+  auto late = other->due_deliveries(now + 60'000, 10);
+  ASSERT_TRUE(late.ok());
+  ASSERT_EQ(late->size(), 1u);
+  WebhookDelivery ok = (*late)[0].delivery;
+  EXPECT_EQ(ok.next_attempt_ms, now + 60'000) << "its due time before this claim: the first claim's lease";
+  ok.status = DeliveryStatus::succeeded;
+  ok.attempts = 1;
+  ok.last_http_status = 200;
+  ASSERT_TRUE(other->record_attempt(ok, std::nullopt).ok());
+  WebhookDelivery stale = d;
+  stale.status = DeliveryStatus::pending;
+  stale.attempts = 1;
+  stale.next_attempt_ms = now + 5000;
+  stale.last_error = "http_status_500";
+  ASSERT_TRUE(store->record_attempt(stale, std::nullopt).ok());
+  stale.status = DeliveryStatus::failed;
+  DeadLetter dl;
+  dl.original.topic = "tx.settled";
+  dl.original.event.id = "evt_0";
+  dl.error = "webhook delivery failed";
+  ASSERT_TRUE(store->record_attempt(stale, dl).ok());
+  auto row = sql->exec("SELECT status, attempts, last_http_status, dead_letters FROM webhook_deliveries WHERE id = $1",
+                       pg::Params(d.id));
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->text(0, 0), "succeeded");
+  EXPECT_EQ(row->i64(0, 2), 200);
+  EXPECT_EQ(row->i64(0, 3), 0) << "no dead letter for a succeeded delivery";
+  EXPECT_EQ(scalar("SELECT count(*) FROM outbox WHERE kind = 'dead_letter'"), 0);
+  EXPECT_TRUE(pub.letters().empty());
+  other.reset();
+}
+
 // ---------- LISTEN / NOTIFY ----------
 
 TEST_F(PgStoreTest, TerminalNotificationsReachTheListenerAndSurviveAReconnect) {

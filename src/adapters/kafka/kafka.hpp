@@ -18,6 +18,17 @@
 //     committed to Kafka asynchronously afterwards, for lag monitoring only.
 //   On any commit error the consumer is rewound to the first uncommitted offset of each
 //   partition in the batch, so the records are polled again (port contract).
+//   Duplicates (KafkaStageLogOptions::dedup set): every poll asks EventDedup::first_copies
+//   for the records it is about to return and withholds the copies that are not first;
+//   they count as consumed (the next commit covering their partition moves past them; a
+//   poll whose records were all withheld commits them itself) and never reach the stage.
+//   A replayed dead letter (header ps_replay_of) is deduplicated under its own id, so a
+//   replay is not mistaken for a copy of the event it replays.
+//   Metric paystream_kafka_duplicates_dropped_total{group}.
+//   Uncertain transaction outcome (a commit that failed without a clean abort): the
+//   transactional producer is re-created (init_transactions completes or aborts the open
+//   transaction at the coordinator) and the group's committed offsets are read back from
+//   the broker before anything is handed out again.
 //   Records whose headers or value cannot be read become Records with an empty or raw
 //   Event (type "" / data = raw bytes) so the stage dead-letters them.
 //   Metrics: paystream_kafka_consumer_lag{group,topic,partition} (from librdkafka
@@ -35,6 +46,7 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "ports/event_dedup.hpp"
 #include "ports/event_log.hpp"
 #include "ports/event_publisher.hpp"
 #include "ports/position_sink.hpp"
@@ -71,6 +83,7 @@ struct KafkaStageLogOptions {
   KafkaOptions kafka;
   std::set<std::string> database_groups;   // groups whose positions live in the PositionSink
   PositionSink* sink = nullptr;            // required when database_groups is not empty
+  EventDedup* dedup = nullptr;             // optional: drop non-first copies of events at poll
 };
 
 class KafkaStageLog final : public StageLog {

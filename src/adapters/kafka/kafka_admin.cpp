@@ -182,7 +182,11 @@ Result<void> KafkaDlqReader::republish(const DeadLetter& letter) {
     }
     pub = m.publisher.get();
   }
-  auto r = pub->send_sync({kafka::event_message_to(m.opts, orig.topic, orig.event)});
+  kafka::OutMessage msg = kafka::event_message_to(m.opts, orig.topic, orig.event);
+  // Same ce_id as the original: the marker keeps event dedup from dropping the replay.
+  msg.headers.emplace_back(kafka::kReplayOf,
+                           orig.topic + "/" + std::to_string(orig.partition) + "/" + std::to_string(orig.offset));
+  auto r = pub->send_sync({std::move(msg)});
   if (r)
     log::info("dead letter republished",
               {{"topic", orig.topic}, {"event_id", orig.event.id}, {"payment_id", orig.event.key}});

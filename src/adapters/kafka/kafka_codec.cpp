@@ -185,6 +185,14 @@ Record record_from_message(const InMessage& m, const std::string& prefix) {
   return r;
 }
 
+std::string dedup_id(const InMessage& m) {
+  std::string id = header_or_empty(m.headers, kCeId);
+  if (id.empty()) return id;
+  if (const std::string* replay = header(m.headers, kReplayOf); replay && !replay->empty())
+    id += "@replay:" + *replay;
+  return id;
+}
+
 std::optional<KafkaDlqEntry> dlq_entry_from_message(const InMessage& m) {
   Event dl = event_from_message(m);
   if (dl.type != event_types::dead_letter) return std::nullopt;

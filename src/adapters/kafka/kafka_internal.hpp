@@ -44,6 +44,9 @@ inline constexpr std::string_view kOrigPartition = "ps_original_partition";
 inline constexpr std::string_view kOrigOffset = "ps_original_offset";
 inline constexpr std::string_view kError = "ps_error";
 inline constexpr std::string_view kAttempts = "ps_attempts";
+// On an event appended again by a dead-letter replay: "<topic>/<partition>/<offset>" of the
+// dead-lettered original, so event dedup tells the replay from a duplicate copy.
+inline constexpr std::string_view kReplayOf = "ps_replay_of";
 
 // A message to produce. `topic` is the full (prefixed) broker topic name.
 struct OutMessage {
@@ -86,6 +89,8 @@ std::string dead_letter_event_id(const DeadLetter& d);
 // message does not claim CloudEvents 1.0), so the stage dead-letters it.
 Event event_from_message(const InMessage& m);
 Record record_from_message(const InMessage& m, const std::string& prefix);
+// The id event dedup knows the message by: ce_id, plus the ps_replay_of marker if present.
+std::string dedup_id(const InMessage& m);
 // nullopt if the message is not a paystream.dead_letter event.
 std::optional<KafkaDlqEntry> dlq_entry_from_message(const InMessage& m);
 

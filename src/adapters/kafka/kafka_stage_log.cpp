@@ -21,6 +21,31 @@
 // topic is asked for. Stage runners always poll the same topics; only a group polled with
 // changing topic sets pays for the re-fetch.
 //
+// Duplicates (opts.dedup): a poll asks EventDedup::first_copies for the records it is about
+// to return; copies that are not first are withheld. They stay noted as handed out
+// (pending_from/polled_to), so a failed or partial commit rewinds them like any record, and
+// each is remembered in PartState::withheld with `prev`: the offset after the last record of
+// its partition handed out before it in the same poll (-1: none). A commit moves a
+// partition past a withheld copy when nothing handed out lies before it uncovered: prev is
+// -1 (a poll's records of a partition start at its committed position, since every poll
+// first rewinds what was not committed), or the commit reaches prev. The stage's usual
+// commit of its whole batch therefore covers every copy withheld from that batch, also in
+// partitions where every record was a copy (they are added to the commit). A poll whose
+// records were ALL withheld returns nothing, so the stage commits nothing: such a poll
+// commits the copies itself (an offsets-only transaction, or PositionSink::apply without
+// effects) before returning — otherwise every later poll would fetch and withhold them again.
+//
+// Uncertain transaction outcome: when commit_transaction fails and the transaction is not
+// cleanly aborted afterwards (the abort fails, or the producer is fatally broken), the
+// coordinator may still complete the commit (EndTxn may have reached it). Rewinding to the
+// local pending position would then process and commit the batch a second time, possibly
+// with another decision. Instead the group is marked `uncertain`: the transactional
+// producer is re-created (init_transactions with the same transactional.id returns only
+// once the coordinator has completed or aborted the open transaction), the group's
+// committed offsets are read from the broker (rd_kafka_committed), and each partition is
+// sought to max(broker committed, first uncommitted offset handed out). Until that
+// succeeds, poll() hands nothing out and commit() refuses.
+//
 // Consumer lag (paystream_kafka_consumer_lag{group,topic,partition}) comes from the
 // statistics callback: lag = ls_offset (last stable offset; read_committed) minus the
 // group's committed position = max(our own `committed`, the statistics' committed_offset).
@@ -49,6 +74,10 @@ struct PartState {
   int64_t committed = -1;
   int64_t pending_from = -1;
   int64_t polled_to = -1;
+  // Copies withheld by event dedup and not committed yet: (offset, prev), ascending offsets;
+  // prev = offset after the last record of this partition handed out before it in the same
+  // poll, -1 if none (see the file comment).
+  std::vector<std::pair<int64_t, int64_t>> withheld;
 };
 
 int64_t wall_ms() {
@@ -66,6 +95,13 @@ metrics::Gauge& lag_gauge(const std::string& group, const TopicPartition& tp) {
       "paystream_kafka_consumer_lag",
       "Records a consumer group has not committed yet: last stable offset minus committed position",
       {{"group", group}, {"topic", tp.first}, {"partition", std::to_string(tp.second)}});
+}
+
+void count_duplicates(const std::string& group, double n) {
+  metrics::registry()
+      .counter("paystream_kafka_duplicates_dropped_total",
+               "Copies of an already seen event withheld from a stage by event dedup", {{"group", group}})
+      .inc(n);
 }
 
 void count_transaction(const std::string& group, const char* outcome) {
@@ -124,6 +160,7 @@ struct KafkaStageLog::Impl {
     kafka::RkPtr txn;                // Kafka-sink groups, created on first need
     std::map<TopicPartition, PartState> parts;  // assigned partitions
     bool closed = false;
+    bool uncertain = false;          // a transaction's outcome is unknown (see the file comment)
     SteadyClock::time_point last_error_log{};
   };
 
@@ -348,7 +385,10 @@ struct KafkaStageLog::Impl {
       if (ps.pending_from >= 0) targets.emplace_back(tp, std::max(ps.pending_from, ps.committed));
     if (targets.empty()) return {};
     if (!g.consumer) {
-      for (auto& [tp, ps] : g.parts) ps.pending_from = ps.polled_to = -1;
+      for (auto& [tp, ps] : g.parts) {
+        ps.pending_from = ps.polled_to = -1;
+        ps.withheld.clear();
+      }
       return {};
     }
     ListPtr list(int(targets.size()));
@@ -364,6 +404,7 @@ struct KafkaStageLog::Impl {
         if (!failed) failed = kafka::kafka_error(el.err, "rewind " + g.name + " " + el.topic);
       } else if (it != g.parts.end()) {
         it->second.pending_from = it->second.polled_to = -1;
+        it->second.withheld.clear();  // they come back and are asked about again
       }
     }
     if (failed) return *failed;
@@ -389,9 +430,10 @@ struct KafkaStageLog::Impl {
     if (!g.db)
       if (auto r = ensure_transactional_producer(g); !r) return r.error();
     if (auto r = ensure_consumer(g, topics); !r) return r.error();
-    if (auto r = rewind(g); !r) return r.error();
+    if (auto r = g.uncertain ? resolve_uncertain(g) : rewind(g); !r) return r.error();
 
     const std::set<std::string> wanted(topics.begin(), topics.end());
+    std::vector<std::string> dedup_ids;  // parallel to out (only with opts.dedup)
     const auto deadline = SteadyClock::now() + wait;
     while (out.size() < max) {
       // Wait (up to the deadline) for the first record, then take what is already there.
@@ -417,8 +459,9 @@ struct KafkaStageLog::Impl {
         if (SteadyClock::now() >= deadline && out.empty()) break;
         continue;
       }
-      Record r = kafka::record_from_message(kafka::in_message(m), ko().topic_prefix);
+      const kafka::InMessage im = kafka::in_message(m);
       rd_kafka_message_destroy(m);
+      Record r = kafka::record_from_message(im, ko().topic_prefix);
       // Noted as handed out at once: the statistics callback may run within this loop.
       // A record of a topic not asked for is noted too (so the next poll rewinds to it)
       // but not returned.
@@ -427,19 +470,69 @@ struct KafkaStageLog::Impl {
         ps.pending_from = ps.pending_from < 0 ? r.offset : std::min(ps.pending_from, r.offset);
         ps.polled_to = std::max(ps.polled_to, r.offset);
       }
-      if (wanted.count(r.topic)) out.push_back(std::move(r));
+      if (wanted.count(r.topic)) {
+        if (opts.dedup) dedup_ids.push_back(kafka::dedup_id(im));
+        out.push_back(std::move(r));
+      }
     }
 
     // Keep only records of partitions still assigned (a rebalance may have run meanwhile)
     // and not behind what is committed.
     std::vector<Record> kept;
+    std::vector<std::string> kept_ids;
     kept.reserve(out.size());
-    for (auto& r : out) {
+    for (size_t i = 0; i < out.size(); ++i) {
+      Record& r = out[i];
       auto it = g.parts.find({r.topic, r.partition});
       if (it == g.parts.end() || r.offset < it->second.committed) continue;
+      if (opts.dedup) kept_ids.push_back(std::move(dedup_ids[i]));
       kept.push_back(std::move(r));
     }
-    return kept;
+    if (!opts.dedup || kept.empty()) return kept;
+    return drop_duplicates(g, std::move(kept), kept_ids);
+  }
+
+  // Withholds the records that are not the first copy of their event (see the file comment).
+  Result<std::vector<Record>> drop_duplicates(Group& g, std::vector<Record> recs, const std::vector<std::string>& ids) {
+    std::vector<Record> probe(recs.size());  // positions and dedup ids only
+    for (size_t i = 0; i < recs.size(); ++i) {
+      probe[i].topic = recs[i].topic;
+      probe[i].partition = recs[i].partition;
+      probe[i].offset = recs[i].offset;
+      probe[i].event.id = ids[i];
+    }
+    auto first = opts.dedup->first_copies(ko().topic_prefix + g.name, probe);
+    if (first && first->size() != recs.size())
+      first = Error::internal("event dedup answered " + std::to_string(first->size()) + " times for " +
+                              std::to_string(recs.size()) + " records");
+    if (!first) {
+      rewind_logged(g);  // nothing handed out: the records come back on the next poll
+      return first.error();
+    }
+    std::vector<Record> handed;
+    handed.reserve(recs.size());
+    std::map<TopicPartition, int64_t> after_last_handed;
+    size_t dropped = 0;
+    for (size_t i = 0; i < recs.size(); ++i) {
+      const TopicPartition tp{recs[i].topic, recs[i].partition};
+      if ((*first)[i]) {
+        after_last_handed[tp] = recs[i].offset + 1;
+        handed.push_back(std::move(recs[i]));
+        continue;
+      }
+      auto prev = after_last_handed.find(tp);
+      g.parts[tp].withheld.emplace_back(recs[i].offset, prev == after_last_handed.end() ? -1 : prev->second);
+      log::info("duplicate event copy withheld", {{"group", g.name}, {"event_id", recs[i].event.id},
+                                                  {"topic", tp.first}, {"partition", std::to_string(tp.second)},
+                                                  {"offset", std::to_string(recs[i].offset)}});
+      ++dropped;
+    }
+    if (dropped == 0) return handed;
+    count_duplicates(g.name, double(dropped));
+    // Nothing for the stage, so it will not commit: move past the copies here.
+    if (handed.empty())
+      if (auto r = commit_locked(g, {}, Effects{}); !r) return r.error();
+    return handed;
   }
 
   // ---------- commit ----------
@@ -450,6 +543,19 @@ struct KafkaStageLog::Impl {
     Group& g = *gr.value();
     std::lock_guard l(g.mu);
     if (g.closed) return Error::unavailable("kafka_log_closed", "the Kafka stage log is closed");
+    return commit_locked(g, consumed, std::move(effects));
+  }
+
+  Result<void> commit_locked(Group& g, const std::vector<Record>& consumed, Effects effects) {
+    const std::string& name = g.name;
+    if (g.uncertain) {
+      // Whatever the caller holds was handed out before the uncertain commit, which may have
+      // committed it: it must poll again once the outcome is known.
+      if (auto r = resolve_uncertain(g); !r)
+        log::warn("kafka transaction outcome still unknown", {{"group", name}, {"error", r.error().message}});
+      return Error::unavailable("kafka_commit_uncertain",
+                                "an earlier transaction of " + name + " had an unknown outcome; poll again");
+    }
 
     std::map<TopicPartition, int64_t> next;  // next offset per partition
     for (const auto& r : consumed) {
@@ -464,22 +570,79 @@ struct KafkaStageLog::Impl {
                                       name + " any more");
       }
 
+    // Withheld duplicate copies this commit can move past too (see the file comment);
+    // database sinks store positions from records, so they get a record per such partition.
+    std::vector<Record> with_copies;
+    for (const auto& [tp, ps] : g.parts) {
+      if (ps.withheld.empty()) continue;
+      auto it = next.find(tp);
+      const int64_t n = it != next.end() ? it->second : -1;
+      int64_t reach = n;
+      for (const auto& [off, prev] : ps.withheld)
+        if (prev < 0 || (reach >= 0 && prev <= reach)) reach = std::max(reach, off + 1);
+      if (reach > n) {
+        next[tp] = reach;
+        if (g.db) {
+          if (with_copies.empty()) with_copies = consumed;
+          Record r;
+          r.topic = tp.first;
+          r.partition = tp.second;
+          r.offset = reach - 1;
+          with_copies.push_back(std::move(r));
+        }
+      }
+    }
+    const std::vector<Record>& to_store = with_copies.empty() ? consumed : with_copies;
+
     std::vector<kafka::OutMessage> msgs;
     msgs.reserve(effects.produce.size() + effects.dead_letters.size());
     for (const auto& e : effects.produce) msgs.push_back(kafka::event_message(ko(), e));
     const int64_t now = wall_ms();
     for (const auto& d : effects.dead_letters) msgs.push_back(kafka::dead_letter_message(ko(), d, now));
 
-    Result<void> r = g.db ? commit_database(g, consumed, next, msgs, effects) : commit_transaction(g, next, msgs);
+    Result<void> r = g.db ? commit_database(g, to_store, next, msgs, effects) : commit_transaction(g, next, msgs);
     if (!r) {
-      rewind_logged(g);
+      if (g.uncertain) {
+        if (auto u = resolve_uncertain(g); !u)
+          log::warn("kafka transaction outcome unknown; resolved before the next poll hands anything out",
+                    {{"group", name}, {"error", u.error().message}});
+      } else {
+        rewind_logged(g);
+      }
       return r;
     }
     for (const auto& [tp, n] : next) {
       PartState& ps = g.parts[tp];
       ps.committed = std::max(ps.committed, n);
+      std::erase_if(ps.withheld, [&](const auto& w) { return w.first < ps.committed; });
       if (ps.committed > ps.polled_to) ps.pending_from = ps.polled_to = -1;
     }
+    return {};
+  }
+
+  // See "Uncertain transaction outcome" in the file comment. Clears g.uncertain on success.
+  Result<void> resolve_uncertain(Group& g) {
+    // 1. A new producer: init_transactions completes or aborts the open transaction.
+    drop_transactional_producer(g);
+    if (auto r = ensure_transactional_producer(g); !r) return r;
+    // 2. What the broker has committed for the group (now final).
+    if (g.consumer && !g.parts.empty()) {
+      ListPtr list(int(g.parts.size()));
+      for (const auto& [tp, ps] : g.parts)
+        rd_kafka_topic_partition_list_add(list.p, kafka::prefixed(ko(), tp.first).c_str(), tp.second);
+      if (auto err = rd_kafka_committed(g.consumer.get(), list.p, std::max(1000, ko().request_timeout_ms)))
+        return kafka::kafka_error(err, "committed offsets of " + g.name);
+      for (int i = 0; i < list.p->cnt; ++i) {
+        const auto& el = list.p->elems[i];
+        if (el.err) return kafka::kafka_error(el.err, "committed offset of " + g.name + " " + el.topic);
+        auto it = g.parts.find({kafka::unprefixed(ko().topic_prefix, el.topic), el.partition});
+        if (it != g.parts.end() && el.offset >= 0) it->second.committed = std::max(it->second.committed, el.offset);
+      }
+    }
+    // 3. Seek to max(pending_from, committed) where records were handed out.
+    if (auto r = rewind(g); !r) return r;
+    g.uncertain = false;
+    log::info("kafka transaction outcome resolved from the broker's committed offsets", {{"group", g.name}});
     return {};
   }
 
@@ -526,17 +689,26 @@ struct KafkaStageLog::Impl {
 
   // Aborts the open transaction; a producer that cannot abort (or is fatally broken) is
   // dropped and recreated on the next commit (init_transactions then resolves the rest).
-  Error abort_transaction(Group& g, Error why, bool fatal) {
+  // `commit_sent`: commit_transaction was called, so unless the abort is clean the
+  // coordinator may still commit: the group's outcome becomes uncertain.
+  Error abort_transaction(Group& g, Error why, bool fatal, bool commit_sent = false) {
     count_transaction(g.name, "aborted");
+    bool clean = false;
     if (fatal || g.txn_hooks.fatal) {
       drop_transactional_producer(g);
     } else {
-      ErrPtr e(rd_kafka_abort_transaction(g.txn.get(), -1));
+      ErrPtr e(rd_kafka_abort_transaction(g.txn.get(), -1));  // -1: the remaining transaction timeout
       if (e) {
         log::warn("kafka abort_transaction failed; producer recreated",
                   {{"group", g.name}, {"error", rd_kafka_error_string(e.e)}});
         drop_transactional_producer(g);
+      } else {
+        clean = true;
       }
+    }
+    if (commit_sent && !clean) {
+      g.uncertain = true;
+      count_transaction(g.name, "uncertain");
     }
     log::warn("kafka transaction aborted", {{"group", g.name}, {"error", why.message}});
     why.retryable = true;
@@ -579,7 +751,7 @@ struct KafkaStageLog::Impl {
     if (e) {
       if (!msgs.empty()) kafka::count_produce_errors(double(msgs.size()));
       return abort_transaction(g, kafka::kafka_error(e.e, "commit_transaction for " + g.name),
-                               rd_kafka_error_is_fatal(e.e));
+                               rd_kafka_error_is_fatal(e.e), /*commit_sent=*/true);
     }
     rd_kafka_poll(p, 0);  // serve the producer's error callbacks
     count_transaction(g.name, "committed");

@@ -157,6 +157,21 @@ CREATE TABLE dlq_replays(
   replayed_ms BIGINT NOT NULL
 );
 )SQL",
+    // 2: the first copy of each event per consumer group (PgEventDedup): Kafka may hold an
+    // event twice (outbox relay), and only the copy at the stored position is processed.
+    R"SQL(
+CREATE TABLE event_firsts(
+  group_id TEXT COLLATE "C" NOT NULL,
+  event_id TEXT COLLATE "C" NOT NULL,
+  topic TEXT NOT NULL,
+  partition INT NOT NULL,
+  "offset" BIGINT NOT NULL,
+  seen_ms BIGINT NOT NULL,
+  PRIMARY KEY (group_id, event_id)
+);
+-- Retention purge: oldest first.
+CREATE INDEX event_firsts_seen ON event_firsts(seen_ms);
+)SQL",
 };
 
 // Advisory lock class for migrations; the second key is a hash of the schema name.

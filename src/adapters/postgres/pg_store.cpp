@@ -36,9 +36,29 @@
 //   before the callers (or the stage) get the retryable error.
 // * After COMMIT the batch's events go to EventPublisher::publish in one call; its callback
 //   (publisher thread) only queues a completion: the completion thread runs the callers'
-//   callbacks and deletes the acknowledged outbox rows in one DELETE. Callers are answered
-//   whether the publish succeeded or not: their data is committed and the relay re-publishes
-//   outbox rows older than relay_after_ms (consumers deduplicate by event id).
+//   callbacks and hands the acknowledged outbox ids to the deleter thread, which deletes
+//   them in batches (SKIP LOCKED), so a slow or blocked DELETE never delays a response.
+//   Callers are answered whether the publish succeeded or not: their data is committed and
+//   the relay re-publishes outbox rows older than relay_after_ms (consumers deduplicate by
+//   event id).
+// * Outbox ages. An outbox row's created_ms is stamped right before COMMIT (same
+//   transaction), so its age counts from when it became visible, not from when the job was
+//   queued. Ids whose publish this process still has in flight are kept in memory
+//   (Completions::publishing) and the relay of this process skips them; other gateways rely
+//   on the age alone (relay_after_ms must exceed the bus's request timeout by a margin).
+// * Relay without long locks. A round claims rows in one short statement (UPDATE ... SET
+//   created_ms = now WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)): the bump is a lease
+//   of relay_after_ms against other relays. It then publishes outside any transaction and
+//   deletes what was acknowledged; rows whose publish failed get their age back so the next
+//   round takes them. Undecodable dead letters are deleted (logged, counted).
+// * Webhook deliveries are claimed: due_deliveries moves next_attempt_ms of the rows it
+//   returns to now + kDeliveryLeaseMs in the same statement (SKIP LOCKED), so notifier
+//   replicas never get the same delivery while an attempt may be running; the rows are
+//   returned with their original next_attempt_ms. This store instance remembers its claims
+//   and returns them again (like the embedded store, a pending due row stays due until an
+//   attempt is recorded) while they are still its own (row pending, lease value unchanged).
+//   record_attempt only updates rows still 'pending' (or inserts a missing one): a stale
+//   attempt never overwrites a terminal row and then writes no dead letter.
 // * PositionSink::apply sends the whole transaction (BEGIN, every outcome as one statement
 //   with data-modifying CTEs, events, deliveries, positions) in one pipeline, reads which
 //   payments changed (RETURNING), then NOTIFY and COMMIT in a second round trip.
@@ -57,9 +77,12 @@
 #include <condition_variable>
 #include <deque>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
+#include <unordered_map>
 #include <thread>
 #include <tuple>
 
@@ -98,6 +121,9 @@ constexpr auto kDeadLetterWait = std::chrono::seconds(10);  // record_attempt wa
 constexpr auto kShutdownPublishWait = std::chrono::seconds(10);
 constexpr size_t kNotifyChunkBytes = 7000;      // NOTIFY payloads must stay below 8000 bytes
 constexpr size_t kDeleteChunk = 5000;           // outbox ids per DELETE
+constexpr size_t kMaxPendingDeletes = 1000000;  // acknowledged ids waiting for the deleter
+constexpr size_t kMaxRelayExclusions = 4096;    // in-flight ids passed to one relay claim
+constexpr int64_t kDeliveryLeaseMs = 60000;     // a claimed webhook delivery (> an attempt's timeout)
 constexpr int kRefundLockClass = 0x70730002;    // advisory lock class: refunds of one merchant
 constexpr int kTxAttempts = 3;                  // runs of a transaction that hit 40P01/40001
 constexpr auto kTxRetryBackoff = std::chrono::milliseconds(20);  // times the attempt, plus up to as much jitter
@@ -106,6 +132,7 @@ struct StoreMetrics {
   metrics::Histogram& tx_seconds;
   metrics::Histogram& batch_size;
   metrics::Counter& relayed;
+  metrics::Counter& undecodable;
   metrics::Counter& intake_retries;
   metrics::Counter& apply_retries;
   static StoreMetrics& get() {
@@ -117,6 +144,8 @@ struct StoreMetrics {
                                       {}, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}),
         metrics::registry().counter("paystream_db_outbox_relayed_total",
                                     "Outbox rows re-published by the relay"),
+        metrics::registry().counter("paystream_db_outbox_undecodable_total",
+                                    "Undecodable outbox rows deleted by the relay"),
         metrics::registry().counter("paystream_db_tx_retries_total", kRetryHelp, {{"transaction", "intake"}}),
         metrics::registry().counter("paystream_db_tx_retries_total", kRetryHelp, {{"transaction", "apply"}})};
     return m;
@@ -467,6 +496,18 @@ struct Completions {
   std::deque<Item> items;
   size_t inflight = 0;  // publishes not answered yet
   bool closed = false;
+  std::set<int64_t> publishing;  // outbox ids whose publish by this process is in flight
+
+  // Marks `ids` in flight (a publish is about to start); counted in `inflight` if tracked.
+  void started(const std::vector<int64_t>& ids, bool tracked) {
+    std::lock_guard g(mu);
+    publishing.insert(ids.begin(), ids.end());
+    if (tracked) ++inflight;
+  }
+  void forget(const std::vector<int64_t>& ids) {
+    std::lock_guard g(mu);
+    for (auto id : ids) publishing.erase(id);
+  }
 
   static void run(std::vector<std::function<void()>>& cbs) {
     for (auto& cb : cbs) {
@@ -488,9 +529,11 @@ struct Completions {
     }
     run(it.callbacks);  // closed: the rows stay for the relay
   }
-  void published(Item it) {
+  // A tracked publish of `ids` answered; `it` carries the callbacks and the ids to delete.
+  void published(const std::vector<int64_t>& ids, Item it) {
     {
       std::lock_guard g(mu);
+      for (auto id : ids) publishing.erase(id);
       --inflight;
     }
     push(std::move(it));
@@ -528,7 +571,22 @@ struct PgStore::Impl {
   std::condition_variable q_cv;
   std::deque<JobPtr> queue;
   bool stopping = false;
-  std::thread writer, completer, relay, listener;
+  std::thread writer, completer, relay, listener, deleter;
+
+  // Acknowledged outbox ids for the deleter thread (bounded: beyond kMaxPendingDeletes the
+  // rows are left to the relay, which publishes them again).
+  std::mutex del_mu;
+  std::condition_variable del_cv;
+  std::vector<int64_t> del_ids;
+  bool del_stop = false;
+
+  // Webhook deliveries this store instance claimed (due_deliveries) and has not recorded yet.
+  struct Claim {
+    int64_t due_ms = 0;    // next_attempt_ms before the claim
+    int64_t lease_ms = 0;  // the next_attempt_ms the claim wrote
+  };
+  std::mutex claim_mu;
+  std::unordered_map<std::string, Claim> claims;
 
   std::mutex stop_mu;  // relay and listener sleeps
   std::condition_variable stop_cv;
@@ -551,6 +609,8 @@ struct PgStore::Impl {
   void submit(JobPtr j);
   void writer_loop();
   void completion_loop();
+  void deleter_loop();
+  void queue_deletes(const std::vector<int64_t>& ids);
   void relay_loop();
   void listen_loop();
   bool sleep_unless_stopped(std::chrono::milliseconds d);
@@ -586,6 +646,7 @@ struct PgStore::Impl {
 void PgStore::Impl::start() {
   writer = std::thread([this] { writer_loop(); });
   completer = std::thread([this] { completion_loop(); });
+  deleter = std::thread([this] { deleter_loop(); });
   if (opts.relay_interval_ms > 0) relay = std::thread([this] { relay_loop(); });
   if (opts.listen_terminal) {
     listener = std::thread([this] { listen_loop(); });
@@ -620,6 +681,12 @@ void PgStore::Impl::stop() {
   }
   completions->cv.notify_all();
   if (completer.joinable()) completer.join();
+  {
+    std::lock_guard g(del_mu);
+    del_stop = true;  // the deleter drains what is queued, then ends
+  }
+  del_cv.notify_all();
+  if (deleter.joinable()) deleter.join();
   if (listener.joinable()) listener.join();
 }
 
@@ -752,7 +819,16 @@ std::optional<Error> PgStore::Impl::run_batch_once(std::vector<JobPtr>& batch) {
     i = j;
   }
   if (!abort) {
-    if (auto cm = c.exec_script("COMMIT"); !cm) abort = cm.error();
+    // The outbox rows' age starts now, at commit (file comment): stamped in the same
+    // round trip as the COMMIT (the ids are integers, safe to inline).
+    std::vector<int64_t> outbox_ids;
+    for (const auto& j : batch)
+      if (j->outbox_id != 0 && !j->error) outbox_ids.push_back(j->outbox_id);
+    std::string script;
+    if (!outbox_ids.empty())
+      script = "UPDATE outbox SET created_ms = " + std::to_string(clock.now_ms()) + " WHERE id = ANY('" +
+               pg::int_array(outbox_ids) + "'::bigint[]); ";
+    if (auto cm = c.exec_script(script + "COMMIT"); !cm) abort = cm.error();
   }
   if (abort && c.healthy() && !c.idle()) (void)c.exec_script("ROLLBACK");
   return abort;
@@ -761,16 +837,13 @@ std::optional<Error> PgStore::Impl::run_batch_once(std::vector<JobPtr>& batch) {
 void PgStore::Impl::publish_then(std::vector<Event> events, std::vector<int64_t> ids,
                                  std::vector<std::function<void()>> cbs) {
   auto comp = completions;
-  {
-    std::lock_guard g(comp->mu);
-    ++comp->inflight;
-  }
+  comp->started(ids, true);
   size_t n = events.size();
   publisher.publish(std::move(events), [comp, ids = std::move(ids), cbs = std::move(cbs), n](Result<void> r) mutable {
     if (!r)
       log::warn("publishing accepted events failed; the outbox relay will retry",
                 {{"events", std::to_string(n)}, {"error", r.error().message}});
-    comp->published({std::move(cbs), r ? std::move(ids) : std::vector<int64_t>{}});
+    comp->published(ids, {std::move(cbs), r ? ids : std::vector<int64_t>{}});
   });
 }
 
@@ -990,6 +1063,33 @@ void PgStore::Impl::completion_loop() {
       Completions::run(it.callbacks);
       ids.insert(ids.end(), it.delete_ids.begin(), it.delete_ids.end());
     }
+    queue_deletes(ids);  // never on this thread: a blocked DELETE would delay later callbacks
+  }
+}
+
+void PgStore::Impl::queue_deletes(const std::vector<int64_t>& ids) {
+  if (ids.empty()) return;
+  {
+    std::lock_guard g(del_mu);
+    if (del_ids.size() + ids.size() > kMaxPendingDeletes) {
+      log::warn("outbox delete queue full; the relay will publish these rows again",
+                {{"rows", std::to_string(ids.size())}});
+      return;
+    }
+    del_ids.insert(del_ids.end(), ids.begin(), ids.end());
+  }
+  del_cv.notify_one();
+}
+
+void PgStore::Impl::deleter_loop() {
+  for (;;) {
+    std::vector<int64_t> ids;
+    {
+      std::unique_lock lk(del_mu);
+      del_cv.wait(lk, [&] { return del_stop || !del_ids.empty(); });
+      if (del_ids.empty()) break;  // stopping and drained
+      ids.swap(del_ids);
+    }
     delete_outbox(ids);
   }
 }
@@ -998,7 +1098,9 @@ void PgStore::Impl::delete_outbox(const std::vector<int64_t>& ids) {
   for (size_t i = 0; i < ids.size(); i += kDeleteChunk) {
     std::vector<int64_t> chunk(ids.begin() + long(i), ids.begin() + long(std::min(ids.size(), i + kDeleteChunk)));
     auto lease = pool.acquire();
-    Result<Res> r = lease ? (*lease)->exec("DELETE FROM outbox WHERE id = ANY($1::bigint[])",
+    // SKIP LOCKED: a row a relay is claiming right now is left to that relay.
+    Result<Res> r = lease ? (*lease)->exec("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox "
+                                           "WHERE id = ANY($1::bigint[]) FOR UPDATE SKIP LOCKED)",
                                            Params(pg::int_array(chunk)))
                           : Result<Res>(lease.error());
     if (!r)  // harmless: the relay publishes them again and consumers deduplicate
@@ -1018,73 +1120,126 @@ void PgStore::Impl::relay_loop() {
 
 Result<size_t> pg_relay_once(PgStore::Impl& impl) {
   auto t0 = std::chrono::steady_clock::now();
-  auto lease = impl.pool.acquire();
-  if (!lease) return lease.error();
-  Conn& c = **lease;
-  PS_TRY(c.exec_script("BEGIN"));
-  // SKIP LOCKED: several relays (gateways) share the outbox without waiting on each other.
-  auto rows = c.exec(
-      "SELECT id, kind, payload FROM outbox WHERE created_ms <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-      Params(impl.clock.now_ms() - impl.opts.relay_after_ms, kRelayBatch));
-  if (!rows) return rows.error();
-  if (rows->rows() == 0) {
-    PS_TRY(c.exec_script("COMMIT"));
-    return size_t(0);
+  auto comp = impl.completions;
+  const int64_t now = impl.clock.now_ms();
+  const int64_t cutoff = now - impl.opts.relay_after_ms;
+
+  // Ids this process is publishing right now are skipped. At most kMaxRelayExclusions of
+  // them (the oldest) are sent; rows from the next in-flight id on wait for a later round.
+  std::vector<int64_t> skip;
+  std::optional<int64_t> below;
+  {
+    std::lock_guard g(comp->mu);
+    for (auto id : comp->publishing) {
+      if (skip.size() == kMaxRelayExclusions) {
+        below = id;
+        break;
+      }
+      skip.push_back(id);
+    }
   }
+  // Claim: one short statement, no lock held while publishing. The new created_ms keeps
+  // other relays off these rows for relay_after_ms.
+  Result<Res> rows = Error::internal("unset");
+  {
+    auto lease = impl.pool.acquire();
+    if (!lease) return lease.error();
+    rows = (*lease)->exec(
+        "UPDATE outbox SET created_ms = $1 WHERE id IN (SELECT id FROM outbox WHERE created_ms <= $2 "
+        "AND id <> ALL($3::bigint[]) AND id < $4 ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, kind, payload",
+        Params(now, cutoff, pg::int_array(skip), below.value_or(std::numeric_limits<int64_t>::max()), kRelayBatch));
+  }
+  if (!rows) return rows.error();
+  if (rows->rows() == 0) return size_t(0);
+
+  struct Row {
+    int64_t id;
+    bool letter;
+    std::string payload;
+  };
+  std::vector<Row> claimed;
+  for (int i = 0; i < rows->rows(); ++i)
+    claimed.push_back({rows->i64(i, 0), rows->text(i, 1) == "dead_letter", rows->text(i, 2)});
+  std::sort(claimed.begin(), claimed.end(), [](const Row& x, const Row& y) { return x.id < y.id; });
+
   struct Wait {
     std::mutex mu;
     std::condition_variable cv;
     int pending = 0;
-    std::vector<int64_t> ok_ids;
+    std::vector<int64_t> ok_ids, failed_ids;
     std::vector<std::string> errors;
   };
   auto w = std::make_shared<Wait>();
   std::vector<Event> events;
-  std::vector<int64_t> event_ids;
+  std::vector<int64_t> event_ids, undecodable;
   std::vector<std::pair<int64_t, DeadLetter>> letters;
-  for (int i = 0; i < rows->rows(); ++i) {
-    int64_t id = rows->i64(i, 0);
-    if (rows->text(i, 1) == "dead_letter") {
-      auto d = decode_dead_letter(rows->text(i, 2));
-      if (!d) {
-        log::error("undecodable dead letter in the outbox", {{"outbox_id", std::to_string(id)}});
+  for (auto& row : claimed) {
+    if (row.letter) {
+      auto d = decode_dead_letter(row.payload);
+      if (!d) {  // it will never decode: re-reading it every round would only stall the relay
+        log::error("undecodable dead letter in the outbox; deleting it",
+                   {{"outbox_id", std::to_string(row.id)}, {"error", d.error().message}});
+        undecodable.push_back(row.id);
         continue;
       }
-      letters.emplace_back(id, std::move(d.value()));
+      letters.emplace_back(row.id, std::move(d.value()));
     } else {
-      events.push_back(parse_event_envelope(rows->text(i, 2)));
-      event_ids.push_back(id);
+      events.push_back(parse_event_envelope(row.payload));
+      event_ids.push_back(row.id);
     }
   }
-  auto done = [w](std::vector<int64_t> ids) {
-    return [w, ids = std::move(ids)](Result<void> r) {
+  auto done = [w, comp](std::vector<int64_t> ids) {
+    return [w, comp, ids = std::move(ids)](Result<void> r) {
+      comp->forget(ids);
       std::lock_guard g(w->mu);
-      if (r) w->ok_ids.insert(w->ok_ids.end(), ids.begin(), ids.end());
-      else w->errors.push_back(r.error().message);
+      auto& to = r ? w->ok_ids : w->failed_ids;
+      to.insert(to.end(), ids.begin(), ids.end());
+      if (!r) w->errors.push_back(r.error().message);
       --w->pending;
       w->cv.notify_all();
     };
   };
   w->pending = int(letters.size()) + (events.empty() ? 0 : 1);
+  {
+    std::vector<int64_t> all = event_ids;
+    for (auto& l : letters) all.push_back(l.first);
+    comp->started(all, false);
+  }
   if (!events.empty()) impl.publisher.publish(std::move(events), done(event_ids));
   for (auto& [id, letter] : letters) impl.publisher.publish_dead_letter(std::move(letter), done({id}));
-  std::vector<int64_t> ok;
+
+  std::vector<int64_t> ok, failed;
   std::vector<std::string> errors;
+  bool timed_out = false;
   {
     std::unique_lock lk(w->mu);
-    if (!w->cv.wait_for(lk, kPublishWait, [&] { return w->pending == 0; })) {
-      lk.unlock();
-      (void)c.exec_script("ROLLBACK");
-      return Error::timeout("outbox relay: the event bus did not acknowledge within 30 s");
-    }
+    timed_out = !w->cv.wait_for(lk, kPublishWait, [&] { return w->pending == 0; });
     ok = w->ok_ids;
+    failed = w->failed_ids;
     errors = w->errors;
   }
-  if (!ok.empty()) PS_TRY(c.exec("DELETE FROM outbox WHERE id = ANY($1::bigint[])", Params(pg::int_array(ok))));
-  PS_TRY(c.exec_script("COMMIT"));
-  StoreMetrics::get().tx_seconds.observe(since(t0));
-  StoreMetrics::get().relayed.inc(double(ok.size()));
+  std::vector<int64_t> remove = ok;
+  remove.insert(remove.end(), undecodable.begin(), undecodable.end());
+  {
+    auto lease = impl.pool.acquire();
+    if (!lease) return lease.error();
+    if (!remove.empty())
+      PS_TRY((*lease)->exec("DELETE FROM outbox WHERE id = ANY($1::bigint[])", Params(pg::int_array(remove))));
+    // A failed publish is not in flight any more: give the rows their age back (unless
+    // someone claimed them meanwhile) so the next round takes them.
+    if (!failed.empty())
+      PS_TRY((*lease)->exec("UPDATE outbox SET created_ms = $1 WHERE id = ANY($2::bigint[]) AND created_ms = $3",
+                            Params(cutoff, pg::int_array(failed), now)));
+  }
+  auto& m = StoreMetrics::get();
+  m.tx_seconds.observe(since(t0));
+  m.relayed.inc(double(ok.size()));
+  m.undecodable.inc(double(undecodable.size()));
   if (!ok.empty()) log::info("outbox rows re-published", {{"rows", std::to_string(ok.size())}});
+  if (timed_out)
+    return Error::timeout("outbox relay: the event bus did not acknowledge within " +
+                          std::to_string(kPublishWait.count()) + " s");
   if (!errors.empty())
     return Error::unavailable("publish_failed", "outbox relay: " + std::to_string(errors.size()) +
                                                     " publish(es) failed: " + errors.front());
@@ -1438,55 +1593,113 @@ Result<std::vector<WebhookEndpoint>> PgStore::endpoints_for(const std::string& m
   return list_endpoints(merchant_id);
 }
 
+// Claims due rows (file comment). Rows this instance claimed before and still owns are
+// returned again first-class; new claims fill up to `max`.
 Result<std::vector<DueDelivery>> PgStore::due_deliveries(int64_t now_ms, size_t max) {
+  static const std::string kCols =
+      "d.id, d.event_id, d.endpoint_id, d.merchant_id, d.status, d.attempts, d.next_attempt_ms, "
+      "d.last_http_status, d.last_error, "
+      "e.id, e.merchant_id, e.url, e.secret, e.enabled_events, e.created_ms, "
+      "m.id, m.merchant_id, m.type, m.data_json, m.created_ms ";
+  static const std::string kJoins =
+      "JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.deleted_ms IS NULL "
+      "JOIN merchant_events m ON m.id = d.event_id ";
   std::vector<DueDelivery> out;
+  max = std::min(max, kMaxListRows);
   if (max == 0) return out;
+  auto& im = *impl_;
+  std::map<std::string, Impl::Claim> own;  // due now, claimed by this instance earlier
+  {
+    std::lock_guard g(im.claim_mu);
+    for (auto it = im.claims.begin(); it != im.claims.end();) {
+      if (it->second.lease_ms <= now_ms) {  // expired: anyone may claim it again (us included)
+        it = im.claims.erase(it);
+        continue;
+      }
+      if (it->second.due_ms <= now_ms) own.emplace(it->first, it->second);
+      ++it;
+    }
+  }
   PS_LEASE(c);
-  PS_EXEC(q, c,
-          "SELECT d.id, d.event_id, d.endpoint_id, d.merchant_id, d.status, d.attempts, d.next_attempt_ms, "
-          "d.last_http_status, d.last_error, "
-          "e.id, e.merchant_id, e.url, e.secret, e.enabled_events, e.created_ms, "
-          "m.id, m.merchant_id, m.type, m.data_json, m.created_ms "
-          "FROM webhook_deliveries d "
-          "JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.deleted_ms IS NULL "
-          "JOIN merchant_events m ON m.id = d.event_id "
-          "WHERE d.status = 'pending' AND d.next_attempt_ms <= $1 "
-          "ORDER BY d.next_attempt_ms, d.id LIMIT $2",
-          Params(now_ms, int64_t(std::min(max, kMaxListRows))));
-  for (int i = 0; i < q.rows(); ++i)
-    out.push_back(DueDelivery{read_delivery(q, i, 0), read_endpoint(q, i, 9), read_merchant_event(q, i, 15)});
+  if (!own.empty()) {
+    std::vector<std::string> ids;
+    for (const auto& [id, cl] : own) ids.push_back(id);
+    PS_EXEC(q, c, "SELECT " + kCols + "FROM webhook_deliveries d " + kJoins +
+                      "WHERE d.id = ANY($1::text[]) AND d.status = 'pending'",
+            Params(pg::text_array(ids)));
+    std::set<std::string> still;
+    for (int i = 0; i < q.rows(); ++i) {
+      DueDelivery dd{read_delivery(q, i, 0), read_endpoint(q, i, 9), read_merchant_event(q, i, 15)};
+      const auto& cl = own.at(dd.delivery.id);
+      if (dd.delivery.next_attempt_ms != cl.lease_ms) continue;  // rescheduled by someone else
+      dd.delivery.next_attempt_ms = cl.due_ms;
+      still.insert(dd.delivery.id);
+      out.push_back(std::move(dd));
+    }
+    std::lock_guard g(im.claim_mu);
+    for (const auto& [id, cl] : own)
+      if (!still.count(id)) im.claims.erase(id);
+  }
+  if (out.size() < max) {
+    const int64_t lease_ms = now_ms + kDeliveryLeaseMs;
+    // The claim: lock due rows (SKIP LOCKED: another replica's claim is not waited for),
+    // move them out of everyone's due window, return them with the old next_attempt_ms.
+    PS_EXEC(q, c,
+            "WITH due AS (SELECT d.id, d.next_attempt_ms FROM webhook_deliveries d " + kJoins +
+                "WHERE d.status = 'pending' AND d.next_attempt_ms <= $1 "
+                "ORDER BY d.next_attempt_ms, d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED), "
+                "claimed AS (UPDATE webhook_deliveries w SET next_attempt_ms = $3 FROM due WHERE w.id = due.id "
+                "RETURNING w.id, w.event_id, w.endpoint_id, w.merchant_id, w.status, w.attempts, "
+                "due.next_attempt_ms, w.last_http_status, w.last_error) "
+                "SELECT " + kCols + "FROM claimed d " + kJoins,
+            Params(now_ms, int64_t(max - out.size()), lease_ms));
+    std::lock_guard g(im.claim_mu);
+    for (int i = 0; i < q.rows(); ++i) {
+      DueDelivery dd{read_delivery(q, i, 0), read_endpoint(q, i, 9), read_merchant_event(q, i, 15)};
+      im.claims[dd.delivery.id] = Impl::Claim{dd.delivery.next_attempt_ms, lease_ms};
+      out.push_back(std::move(dd));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const DueDelivery& x, const DueDelivery& y) {
+    return std::tie(x.delivery.next_attempt_ms, x.delivery.id) < std::tie(y.delivery.next_attempt_ms, y.delivery.id);
+  });
+  if (out.size() > max) out.resize(max);  // own claims left out stay ours for the next call
   return out;
 }
 
 Result<void> PgStore::record_attempt(const WebhookDelivery& updated, std::optional<DeadLetter> dead_letter) {
   const int64_t now = impl_->clock.now_ms();
   int64_t outbox_id = 0;
+  bool stale = false;
   auto r = impl_->transact<void>([&](Conn& c) -> Result<void> {
-    bool existed = false;
-    std::string prev_status;
-    {
-      PS_EXEC(q, c, "SELECT status FROM webhook_deliveries WHERE id = $1 FOR UPDATE", Params(updated.id));
-      if (q.rows() > 0) {
-        existed = true;
-        prev_status = q.text(0, 0);
-      }
-    }
-    PS_TRY(c.exec(
-        "INSERT INTO webhook_deliveries(id, event_id, endpoint_id, merchant_id, status, attempts, "
-        "next_attempt_ms, last_http_status, last_error) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, "
-        "next_attempt_ms = excluded.next_attempt_ms, last_http_status = excluded.last_http_status, "
-        "last_error = excluded.last_error",
-        delivery_params(updated)));
-    if (dead_letter && (!existed || prev_status != "failed")) {
-      // One letter per time the delivery is given up on; a retried call adds nothing.
-      PS_EXEC(q, c, "INSERT INTO outbox(kind, payload, created_ms) VALUES('dead_letter', $1, $2) RETURNING id",
+    // Only a pending row is updated (or a missing one inserted): a late attempt of another
+    // replica never overwrites succeeded/failed, and a retried call adds nothing.
+    PS_EXEC(q, c,
+            "INSERT INTO webhook_deliveries(id, event_id, endpoint_id, merchant_id, status, attempts, "
+            "next_attempt_ms, last_http_status, last_error) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, "
+            "next_attempt_ms = excluded.next_attempt_ms, last_http_status = excluded.last_http_status, "
+            "last_error = excluded.last_error WHERE webhook_deliveries.status = 'pending' RETURNING 1",
+            delivery_params(updated));
+    stale = q.rows() == 0;
+    if (dead_letter && !stale) {
+      // One letter per time the delivery is given up on.
+      PS_EXEC(d, c, "INSERT INTO outbox(kind, payload, created_ms) VALUES('dead_letter', $1, $2) RETURNING id",
               Params(encode_dead_letter(*dead_letter), now));
-      outbox_id = q.i64(0, 0);
+      outbox_id = d.i64(0, 0);
       PS_TRY(c.exec("UPDATE webhook_deliveries SET dead_letters = dead_letters + 1 WHERE id = $1", Params(updated.id)));
     }
     return {};
   });
+  if (r) {
+    std::lock_guard g(impl_->claim_mu);
+    impl_->claims.erase(updated.id);
+  } else {
+    outbox_id = 0;
+  }
+  if (stale)
+    log::info("webhook attempt not recorded: the delivery is no longer pending",
+              {{"delivery_id", updated.id}, {"status", std::string(to_string(updated.status))}});
   if (!r || outbox_id == 0) return r;
   log::warn("dead letter stored", {{"delivery_id", updated.id},
                                    {"topic", dead_letter->original.topic},
@@ -1498,13 +1711,10 @@ Result<void> PgStore::record_attempt(const WebhookDelivery& updated, std::option
   auto comp = impl_->completions;
   auto done = std::make_shared<std::promise<bool>>();
   auto fut = done->get_future();
-  {
-    std::lock_guard g(comp->mu);
-    ++comp->inflight;
-  }
+  comp->started({outbox_id}, true);
   impl_->publisher.publish_dead_letter(*dead_letter, [comp, done, outbox_id](Result<void> pr) {
     if (!pr) log::warn("publishing a dead letter failed; the outbox relay will retry", {{"error", pr.error().message}});
-    comp->published({{}, pr ? std::vector<int64_t>{outbox_id} : std::vector<int64_t>{}});
+    comp->published({outbox_id}, {{}, pr ? std::vector<int64_t>{outbox_id} : std::vector<int64_t>{}});
     done->set_value(pr.ok());
   });
   if (fut.wait_for(kDeadLetterWait) != std::future_status::ready)

@@ -148,3 +148,29 @@ class PgStore final : public IntakeStore,
 };
 
 }  // namespace ps
+
+// ---------- PgEventDedup (pg_event_dedup.cpp) ----------
+// EventDedup over table event_firsts(group_id, event_id, topic, partition, offset, seen_ms):
+// one round trip per call (INSERT ... ON CONFLICT DO NOTHING of the batch, then the stored
+// positions read back in the same statement). Its own pool of 2 connections. Entries older
+// than 7 days are purged (at most 10000 rows, at most once an hour, from first_copies).
+// Requires schema version >= 2 (pg_migrate).
+#include "ports/event_dedup.hpp"
+
+namespace ps {
+
+class PgEventDedup final : public EventDedup {
+ public:
+  static Result<std::unique_ptr<PgEventDedup>> open(const PgOptions& opts);
+  ~PgEventDedup() override;
+  Result<std::vector<bool>> first_copies(const std::string& group, const std::vector<Record>& records) override;
+  // Deletes at most `max_rows` entries seen before `cutoff_ms`; returns how many.
+  Result<size_t> purge(int64_t cutoff_ms, size_t max_rows);
+
+  struct Impl;
+ private:
+  explicit PgEventDedup(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ps
