@@ -48,6 +48,8 @@ void add_postgres_options(CLI::App& c, DistConfig& d) {
   opt(c, "--db-pool-size", d.db_pool_size, "PostgreSQL connections in the pool");
   opt(c, "--db-statement-timeout-ms", d.db_statement_timeout_ms, "PostgreSQL statement timeout");
   opt(c, "--outbox-relay-after-ms", d.outbox_relay_after_ms, "re-publish outbox events not acknowledged after this");
+  opt(c, "--intake-publish-wait-ms", d.intake_publish_wait_ms,
+      "longest a payment's answer waits for Kafka's acknowledgement (the committed outbox row guarantees the event)");
 }
 
 void add_redis_options(CLI::App& c, DistConfig& d) {
@@ -84,6 +86,8 @@ Result<void> DistConfig::validate(Needs needs) const {
   if (kafka_request_timeout_ms < 100) return bad("kafka_request_timeout_ms", "--kafka-request-timeout-ms must be >= 100");
   if (db_pool_size < 1 || db_pool_size > 256) return bad("db_pool_size", "--db-pool-size must be 1..256");
   if (db_statement_timeout_ms < 100) return bad("db_statement_timeout_ms", "--db-statement-timeout-ms must be >= 100");
+  if (intake_publish_wait_ms < 0 || intake_publish_wait_ms > 60000)
+    return bad("intake_publish_wait_ms", "--intake-publish-wait-ms must be 0..60000");
   // The relay must not re-publish an event whose first publish may still be in flight.
   if (outbox_relay_after_ms < kafka_request_timeout_ms + 5000)
     return bad("outbox_relay_after_ms", "--outbox-relay-after-ms must exceed --kafka-request-timeout-ms by at least 5000");

@@ -26,6 +26,7 @@ struct DistConfig {
   std::string postgres_schema;          // empty: public
   int64_t db_pool_size = 8;
   int64_t db_statement_timeout_ms = 5000;
+  int64_t intake_publish_wait_ms = 1000;  // then 202 anyway: the outbox row guarantees the event
   int64_t outbox_relay_after_ms = 30000;  // > kafka_request_timeout_ms: never races the first publish
   // Redis
   std::string redis_url;                // durable instance (noeviction)

@@ -42,6 +42,7 @@ PgOptions pg_options(const DistConfig& d) {
   p.pool_size = size_t(d.db_pool_size);
   p.statement_timeout_ms = int(d.db_statement_timeout_ms);
   p.relay_after_ms = int(d.outbox_relay_after_ms);
+  p.publish_wait_ms = int(d.intake_publish_wait_ms);
   return p;
 }
 

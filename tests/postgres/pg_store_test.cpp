@@ -486,6 +486,56 @@ TEST_F(PgStoreTest, OutboxAgeStartsAtCommitAndTheRelaySkipsPublishesInFlight) {
   store.reset();  // before `held` goes away
 }
 
+// A slow or restarting broker must not hold the intake's answers: after publish_wait_ms
+// the caller is answered (the accept is committed with its outbox row), exactly once; the
+// publish goes on, and its late acknowledgement still removes the outbox row.
+TEST_F(PgStoreTest, AcceptIsAnsweredAfterThePublishWaitEvenIfTheBusHasNotAcknowledged) {
+  HoldingPublisher held;
+  PgOptions o = options();
+  o.publish_wait_ms = 200;
+  auto opened = PgStore::open(o, clock, held);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store = std::move(opened.value());
+
+  std::atomic<int> answers{0};
+  std::promise<Result<AcceptOutcome>> answered;
+  store->accept_payment(payment_cmd("mer_1", "k1", 500, clock.now_ms()), [&](Result<AcceptOutcome> r) {
+    if (answers.fetch_add(1) == 0) answered.set_value(std::move(r));
+  });
+  auto f = answered.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "answered without the bus";
+  auto r = f.get();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->created);
+  EXPECT_EQ(held.held(), 1u) << "the publish is still in flight";
+  EXPECT_EQ(totals().outbox_pending, 1) << "the row stays until the bus acknowledges";
+
+  held.answer(true);  // the late acknowledgement
+  ASSERT_TRUE(eventually([&] { return totals().outbox_pending == 0; })) << "the late ack deletes the row";
+  EXPECT_EQ(answers.load(), 1) << "the caller is answered exactly once";
+  store.reset();  // before `held` goes away
+}
+
+// With publish_wait_ms = 0 the answer waits for the bus, however long.
+TEST_F(PgStoreTest, WithoutAPublishWaitTheAnswerWaitsForTheBus) {
+  HoldingPublisher held;
+  PgOptions o = options();
+  o.publish_wait_ms = 0;
+  auto opened = PgStore::open(o, clock, held);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store = std::move(opened.value());
+  std::promise<Result<AcceptOutcome>> answered;
+  store->accept_payment(payment_cmd("mer_1", "k2", 500, clock.now_ms()),
+                        [&](Result<AcceptOutcome> r) { answered.set_value(std::move(r)); });
+  auto f = answered.get_future();
+  ASSERT_TRUE(eventually([&] { return held.held() == 1; }));
+  EXPECT_EQ(f.wait_for(std::chrono::milliseconds(500)), std::future_status::timeout);
+  held.answer(true);
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(f.get().ok());
+  store.reset();
+}
+
 TEST_F(PgStoreTest, UndecodableDeadLettersAreDeletedNotReadForever) {
   store = open(options());
   ASSERT_TRUE(store);

@@ -566,6 +566,22 @@ struct PgStore::Impl {
   const std::string channel;
   pg::Pool pool;
   std::shared_ptr<Completions> completions;
+  // Bounded wait for the bus (PgOptions::publish_wait_ms): the callbacks of one publish,
+  // run by whichever comes first, the publisher's answer or the deadline thread.
+  struct OnceCallbacks {
+    std::atomic<bool> taken{false};
+    std::vector<std::function<void()>> cbs;
+    std::vector<std::function<void()>> take() {
+      if (taken.exchange(true)) return {};
+      return std::move(cbs);
+    }
+  };
+  std::mutex pw_mu;
+  std::condition_variable pw_cv;
+  std::multimap<std::chrono::steady_clock::time_point, std::shared_ptr<OnceCallbacks>> pw_queue;
+  bool pw_stop = false;
+  std::thread publish_waiter;
+  void publish_wait_loop();
 
   std::mutex q_mu;
   std::condition_variable q_cv;
@@ -646,6 +662,7 @@ struct PgStore::Impl {
 void PgStore::Impl::start() {
   writer = std::thread([this] { writer_loop(); });
   completer = std::thread([this] { completion_loop(); });
+  if (opts.publish_wait_ms > 0) publish_waiter = std::thread([this] { publish_wait_loop(); });
   deleter = std::thread([this] { deleter_loop(); });
   if (opts.relay_interval_ms > 0) relay = std::thread([this] { relay_loop(); });
   if (opts.listen_terminal) {
@@ -681,6 +698,12 @@ void PgStore::Impl::stop() {
   }
   completions->cv.notify_all();
   if (completer.joinable()) completer.join();
+  {
+    std::lock_guard g(pw_mu);
+    pw_stop = true;  // answers every caller still waiting for the bus
+  }
+  pw_cv.notify_all();
+  if (publish_waiter.joinable()) publish_waiter.join();
   {
     std::lock_guard g(del_mu);
     del_stop = true;  // the deleter drains what is queued, then ends
@@ -839,12 +862,54 @@ void PgStore::Impl::publish_then(std::vector<Event> events, std::vector<int64_t>
   auto comp = completions;
   comp->started(ids, true);
   size_t n = events.size();
-  publisher.publish(std::move(events), [comp, ids = std::move(ids), cbs = std::move(cbs), n](Result<void> r) mutable {
+  auto once = std::make_shared<OnceCallbacks>();
+  once->cbs = std::move(cbs);
+  if (opts.publish_wait_ms > 0) {
+    std::lock_guard g(pw_mu);
+    pw_queue.emplace(std::chrono::steady_clock::now() + std::chrono::milliseconds(opts.publish_wait_ms), once);
+  }
+  pw_cv.notify_one();
+  publisher.publish(std::move(events), [comp, ids = std::move(ids), once, n](Result<void> r) mutable {
     if (!r)
       log::warn("publishing accepted events failed; the outbox relay will retry",
                 {{"events", std::to_string(n)}, {"error", r.error().message}});
-    comp->published(ids, {std::move(cbs), r ? ids : std::vector<int64_t>{}});
+    comp->published(ids, {once->take(), r ? ids : std::vector<int64_t>{}});
   });
+}
+
+// Runs the callbacks of publishes the bus has not answered within publish_wait_ms: the
+// accepts are durable (committed with their outbox rows), so their callers need not wait
+// for a slow or restarting broker; the publish itself goes on (and the relay backs it up).
+void PgStore::Impl::publish_wait_loop() {
+  static auto& late = metrics::registry().counter(
+      "paystream_db_publish_wait_expired_total",
+      "Accepts answered before the bus acknowledged their event (the outbox row guarantees it)");
+  std::unique_lock lk(pw_mu);
+  for (;;) {
+    if (pw_stop) break;
+    if (pw_queue.empty()) {
+      pw_cv.wait(lk);
+      continue;
+    }
+    auto it = pw_queue.begin();
+    if (it->first > std::chrono::steady_clock::now()) {
+      pw_cv.wait_until(lk, it->first);
+      continue;
+    }
+    auto once = std::move(it->second);
+    pw_queue.erase(it);
+    lk.unlock();
+    if (auto cbs = once->take(); !cbs.empty()) {
+      late.inc();
+      completions->push({std::move(cbs), {}});
+    }
+    lk.lock();
+  }
+  // Stopping: nobody is left to wait for; answer whoever still waits.
+  auto rest = std::move(pw_queue);
+  lk.unlock();
+  for (auto& [t, once] : rest)
+    if (auto cbs = once->take(); !cbs.empty()) Completions::run(cbs);
 }
 
 // Payment and response-update jobs from..to (exclusive): pipelined, see the file comment.

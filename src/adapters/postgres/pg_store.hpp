@@ -4,17 +4,22 @@
 // PgStore implements every durable-store port plus PositionSink:
 // * Intake: accept_payment/accept_refund commit payment (or refund), idempotency record and
 //   an outbox row with the event in one transaction (group-committed: many requests share
-//   one transaction, each under a savepoint), then hand the events to the EventPublisher;
-//   the caller's callback runs once the publisher answered (ok or not). The outbox row is
-//   deleted when the publish succeeded; the relay (relay_interval_ms > 0) re-publishes rows
-//   older than relay_after_ms (FOR UPDATE SKIP LOCKED, so several gateways may relay).
+//   one transaction, each under a savepoint; the row's age is stamped at commit), then hand
+//   the events to the EventPublisher. The caller's callback runs once the publisher answered
+//   (ok or not) or publish_wait_ms passed, whichever is first. The outbox row is deleted
+//   (off the callback thread) once the publish succeeded; the relay (relay_interval_ms > 0)
+//   re-publishes rows older than relay_after_ms that no publish of this process has in
+//   flight, claiming them by moving their age in one short statement (SKIP LOCKED), so
+//   several gateways may relay and no row lock is held while waiting for the bus.
 //   Refunds lock the payment row (SELECT ... FOR UPDATE) so concurrent refunds never exceed
 //   what was captured.
 // * Unique constraints make duplicates impossible at the database level: payments and
 //   refunds UNIQUE(merchant_id, idempotency_key); journal entries UNIQUE(payment_id) for
 //   settlements and UNIQUE(refund_id) for reversals; CHECK amount_refunded <= amount.
-// * DeliveryStore::record_attempt with a dead letter writes the letter to the outbox in the
-//   same transaction (published to tx.dlq by the relay path).
+// * DeliveryStore: due_deliveries claims its rows for 60 s (FOR UPDATE SKIP LOCKED), so
+//   several notifier replicas never send the same delivery; record_attempt only updates a
+//   row still pending (a stale attempt is a no-op) and, with a dead letter, writes the
+//   letter to the outbox in the same transaction (published to tx.dlq, relay as fallback).
 // * PositionSink: outcomes, merchant events and deliveries plus consumer positions
 //   (table consumer_positions(group, topic, partition, next_offset)) in one transaction;
 //   after commit, payments that changed are passed to the payment-change listener and their
@@ -53,8 +58,12 @@ struct PgOptions {
   int pool_wait_timeout_ms = 2000; // waiting for a free connection longer fails (unavailable)
   size_t max_batch = 256;          // intake writes per group-committed transaction
   int relay_interval_ms = 0;       // 0: no outbox relay in this process
-  int relay_after_ms = 5000;
+  int relay_after_ms = 30000;      // must exceed the publisher's own timeout
   bool listen_terminal = false;    // LISTEN paystream_terminal for set_terminal_listener
+  // Longest an accept waits for the bus's acknowledgement before its callback runs anyway
+  // (the committed outbox row guarantees the event; the relay publishes it if need be).
+  // 0: wait for the publisher's answer, however long.
+  int publish_wait_ms = 1000;
 };
 
 // Applies the schema migrations up to the binary's version. Idempotent; safe to run
