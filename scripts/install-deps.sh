@@ -8,7 +8,7 @@ PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev sqlite3 libssl-dev
   libfmt-dev libspdlog-dev libcli11-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
   python3 curl
   prometheus
   librdkafka-dev libpq-dev libhiredis-dev
