@@ -119,6 +119,38 @@ TEST_P(AcquirerContract, RepeatedChargeReturnsFirstResultAndMovesMoneyOnce) {
   EXPECT_EQ(count(), 2);
 }
 
+// Concurrent callers (the processor runs up to --processor-concurrency calls at once, and
+// the simulator group-commits them): every call answers, every repeat of an id returns
+// the first result, and each id is stored once, durably (visible after a reopen).
+TEST_P(AcquirerContract, ConcurrentChargesAndRepeatsAreEachStoredOnce) {
+  constexpr int kThreads = 16, kIds = 40;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads, 0), mismatches(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kIds; ++i) {
+        // Every id is charged by two threads (t and t^1), declines for odd ids.
+        const int owner = t / 2;
+        const std::string id = "pay_conc_" + std::to_string(owner) + "_" + std::to_string(i);
+        auto r = charge(id, i % 2 ? "tok_decline" : "tok_approve");
+        if (!r) { ++failures[t]; continue; }
+        if (r->approved != (i % 2 == 0)) ++mismatches[t];
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(failures[t], 0) << "thread " << t;
+    EXPECT_EQ(mismatches[t], 0) << "thread " << t;
+  }
+  EXPECT_EQ(count(), kThreads / 2 * kIds);
+  reopen();
+  EXPECT_EQ(count(), kThreads / 2 * kIds);
+  auto again = charge("pay_conc_0_1", "tok_approve");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->approved);  // the stored decline stands
+}
+
 TEST_P(AcquirerContract, IdempotencySurvivesReopenOfTheSameState) {
   auto a = charge("pay_durable", "tok_insufficient_funds");
   ASSERT_TRUE(a.ok());

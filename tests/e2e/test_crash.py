@@ -34,7 +34,9 @@ def test_kill9_reconcile(server):
     # Velocity rules would decline a hot test source; this test is about crashes.
     srv = server("--acquirer-timeout-ms", "300", "--acquirer-latency-ms", "5",
                  "--velocity-max-per-source", "100000000")
-    m = new_merchant(srv)
+    # The rate limit would answer 429 once the server outpaces 1000 payments/s; this test
+    # is about crashes.
+    m = new_merchant(srv, rate_limit={"per_second": 1000000, "burst": 10000000})
     t_start = time.monotonic()
     stop = threading.Event()
     lock = threading.Lock()

@@ -17,19 +17,24 @@ int64_t now_ms() {
              std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// Minimal RAII statement wrapper.
-class Stmt {
+// A cached statement borrowed for one use: reset and unbound when it goes out of scope.
+class Borrowed {
  public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK) st_ = nullptr;
+  explicit Borrowed(sqlite3_stmt* st) : st_(st) {}
+  ~Borrowed() {
+    if (st_) {
+      sqlite3_reset(st_);
+      sqlite3_clear_bindings(st_);
+    }
   }
-  ~Stmt() { sqlite3_finalize(st_); }
+  Borrowed(const Borrowed&) = delete;
+  Borrowed& operator=(const Borrowed&) = delete;
   bool ok() const { return st_ != nullptr; }
-  Stmt& bind(int i, const std::string& v) {
+  Borrowed& bind(int i, const std::string& v) {
     sqlite3_bind_text(st_, i, v.data(), int(v.size()), SQLITE_TRANSIENT);
     return *this;
   }
-  Stmt& bind(int i, int64_t v) {
+  Borrowed& bind(int i, int64_t v) {
     sqlite3_bind_int64(st_, i, v);
     return *this;
   }
@@ -39,12 +44,25 @@ class Stmt {
     auto* p = sqlite3_column_text(st_, c);
     return p ? std::string(reinterpret_cast<const char*>(p)) : std::string();
   }
-  std::string err() const { return sqlite3_errmsg(db_); }
 
  private:
-  sqlite3* db_;
   sqlite3_stmt* st_ = nullptr;
 };
+
+// Statements (the cache is keyed by these pointers).
+constexpr const char* kSelectCharge = "SELECT approved, decline_code FROM charges WHERE payment_id = ?";
+constexpr const char* kCountChargeCall = "UPDATE charges SET calls = calls + 1 WHERE payment_id = ?";
+constexpr const char* kInsertCharge =
+    "INSERT INTO charges(payment_id, amount_minor, currency, source, approved, decline_code, calls,"
+    " created_ms) VALUES(?,?,?,?,?,?,1,?)";
+constexpr const char* kSelectRefund = "SELECT 1 FROM refunds WHERE refund_id = ?";
+constexpr const char* kCountRefundCall = "UPDATE refunds SET calls = calls + 1 WHERE refund_id = ?";
+constexpr const char* kSelectApprovedCharge = "SELECT amount_minor FROM charges WHERE payment_id = ? AND approved = 1";
+constexpr const char* kSumRefunds = "SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE payment_id = ?";
+constexpr const char* kInsertRefund =
+    "INSERT INTO refunds(refund_id, payment_id, amount_minor, calls, created_ms) VALUES(?,?,?,1,?)";
+constexpr const char* kCountCharges = "SELECT COUNT(*) FROM charges";
+constexpr const char* kSelectCalls = "SELECT calls FROM charges WHERE payment_id = ?";
 
 Error db_error(sqlite3* db, const char* what) {
   return Error::internal(std::string("acquirer simulator database: ") + what + ": " + sqlite3_errmsg(db));
@@ -84,7 +102,7 @@ AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(
   }
   sqlite3_busy_timeout(db_, 5000);
   if (opts_.db_path != ":memory:") exec_or_throw(db_, "PRAGMA journal_mode=WAL");
-  exec_or_throw(db_, "PRAGMA synchronous=FULL");
+  exec_or_throw(db_, opts_.sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
   exec_or_throw(db_,
                 "CREATE TABLE IF NOT EXISTS charges(payment_id TEXT PRIMARY KEY, amount_minor INTEGER NOT NULL,"
                 " currency TEXT NOT NULL, source TEXT NOT NULL, approved INTEGER NOT NULL,"
@@ -92,9 +110,22 @@ AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(
   exec_or_throw(db_,
                 "CREATE TABLE IF NOT EXISTS refunds(refund_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL,"
                 " amount_minor INTEGER NOT NULL, calls INTEGER NOT NULL, created_ms INTEGER NOT NULL)");
+  committer_ = std::thread([this] { committer_loop(); });
 }
 
-AcquirerSimulator::~AcquirerSimulator() { sqlite3_close(db_); }
+AcquirerSimulator::~AcquirerSimulator() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  commit_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();  // commits what is open first
+  std::lock_guard lk(mu_);
+  for (auto& [k, st] : stmts_) sqlite3_finalize(st);
+  stmts_.clear();
+  sqlite3_close(db_);
+  db_ = nullptr;
+}
 
 bool AcquirerSimulator::wait_latency(std::chrono::milliseconds timeout) const {
   if (opts_.latency > timeout) {
@@ -120,37 +151,51 @@ Result<AcquirerResult> AcquirerSimulator::charge(const ChargeRequest& req, std::
     return Error::timeout("acquirer did not answer within " + std::to_string(timeout.count()) + " ms");
   if (random_failure()) return Error::unavailable("acquirer_transient", "simulated transient acquirer failure");
 
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
+  AcquirerResult r;
+  r.acquirer_ref = deterministic_id("ch_", req.payment_id);
   {
-    Stmt sel(db_, "SELECT approved, decline_code FROM charges WHERE payment_id = ?");
+    Borrowed sel(stmt(kSelectCharge));
     if (!sel.ok()) return db_error(db_, "prepare select charge");
     sel.bind(1, req.payment_id);
     int rc = sel.step();
     if (rc == SQLITE_ROW) {
-      AcquirerResult r;
       r.approved = sel.i64(0) != 0;
       r.decline_code = sel.text(1);
-      r.acquirer_ref = deterministic_id("ch_", req.payment_id);
-      Stmt upd(db_, "UPDATE charges SET calls = calls + 1 WHERE payment_id = ?");
-      if (!upd.ok() || upd.bind(1, req.payment_id).step() != SQLITE_DONE) return db_error(db_, "update calls");
-      return r;
+    } else if (rc != SQLITE_DONE) {
+      return db_error(db_, "select charge");
+    } else {
+      r.acquirer_ref.clear();
     }
-    if (rc != SQLITE_DONE) return db_error(db_, "select charge");
+  }
+  if (!r.acquirer_ref.empty()) {  // a repeated charge: the stored result, one more call
+    auto gen = join_group();
+    if (!gen) return gen.error();
+    {
+      Borrowed upd(stmt(kCountChargeCall));  // reset before mu_ is released below
+      if (!upd.ok() || upd.bind(1, req.payment_id).step() != SQLITE_DONE) return db_error(db_, "update calls");
+    }
+    if (auto w = wait_committed(lk, *gen); !w) return w.error();
+    return r;
   }
   if (req.source == "tok_transient" && !transient_seen_.count(req.payment_id)) {
     if (transient_seen_.size() >= kMaxTransientSeen) transient_seen_.clear();
     transient_seen_.insert(req.payment_id);
     return Error::unavailable("acquirer_transient", "simulated transient acquirer failure (first call)");
   }
-  AcquirerResult r = decide(req.source);
+  r = decide(req.source);
   r.acquirer_ref = deterministic_id("ch_", req.payment_id);
-  Stmt ins(db_,
-           "INSERT INTO charges(payment_id, amount_minor, currency, source, approved, decline_code, calls,"
-           " created_ms) VALUES(?,?,?,?,?,?,1,?)");
-  if (!ins.ok()) return db_error(db_, "prepare insert charge");
-  ins.bind(1, req.payment_id).bind(2, req.amount_minor).bind(3, req.currency).bind(4, req.source)
-      .bind(5, int64_t(r.approved ? 1 : 0)).bind(6, r.decline_code).bind(7, now_ms());
-  if (ins.step() != SQLITE_DONE) return db_error(db_, "insert charge");
+  auto gen = join_group();
+  if (!gen) return gen.error();
+  {
+    Borrowed ins(stmt(kInsertCharge));  // reset before mu_ is released below
+    if (!ins.ok()) return db_error(db_, "prepare insert charge");
+    ins.bind(1, req.payment_id).bind(2, req.amount_minor).bind(3, req.currency).bind(4, req.source)
+        .bind(5, int64_t(r.approved ? 1 : 0)).bind(6, r.decline_code).bind(7, now_ms());
+    if (ins.step() != SQLITE_DONE) return db_error(db_, "insert charge");
+  }
+  if (auto w = wait_committed(lk, *gen); !w) return w.error();
   return r;
 }
 
@@ -160,25 +205,33 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
     return Error::timeout("acquirer did not answer within " + std::to_string(timeout.count()) + " ms");
   if (random_failure()) return Error::unavailable("acquirer_transient", "simulated transient acquirer failure");
 
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
   AcquirerResult r;
   r.acquirer_ref = deterministic_id("rf_", req.refund_id);
+  bool stored = false;
   {
-    Stmt sel(db_, "SELECT 1 FROM refunds WHERE refund_id = ?");
+    Borrowed sel(stmt(kSelectRefund));
     if (!sel.ok()) return db_error(db_, "prepare select refund");
     sel.bind(1, req.refund_id);
     int rc = sel.step();
-    if (rc == SQLITE_ROW) {
-      Stmt upd(db_, "UPDATE refunds SET calls = calls + 1 WHERE refund_id = ?");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(db_, "select refund");
+    stored = rc == SQLITE_ROW;
+  }
+  if (stored) {  // a repeated refund: approved again, one more call
+    auto gen = join_group();
+    if (!gen) return gen.error();
+    {
+      Borrowed upd(stmt(kCountRefundCall));
       if (!upd.ok() || upd.bind(1, req.refund_id).step() != SQLITE_DONE) return db_error(db_, "update calls");
-      r.approved = true;
-      return r;
     }
-    if (rc != SQLITE_DONE) return db_error(db_, "select refund");
+    if (auto w = wait_committed(lk, *gen); !w) return w.error();
+    r.approved = true;
+    return r;
   }
   int64_t charged = 0;
   {
-    Stmt sel(db_, "SELECT amount_minor FROM charges WHERE payment_id = ? AND approved = 1");
+    Borrowed sel(stmt(kSelectApprovedCharge));
     if (!sel.ok()) return db_error(db_, "prepare select charge");
     sel.bind(1, req.payment_id);
     int rc = sel.step();
@@ -192,7 +245,7 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
   }
   int64_t refunded = 0;
   {
-    Stmt sum(db_, "SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE payment_id = ?");
+    Borrowed sum(stmt(kSumRefunds));
     if (!sum.ok() || sum.bind(1, req.payment_id).step() != SQLITE_ROW) return db_error(db_, "sum refunds");
     refunded = sum.i64(0);
   }
@@ -201,24 +254,73 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
     r.decline_code = "amount_exceeds_charge";
     return r;
   }
-  Stmt ins(db_, "INSERT INTO refunds(refund_id, payment_id, amount_minor, calls, created_ms) VALUES(?,?,?,1,?)");
-  if (!ins.ok()) return db_error(db_, "prepare insert refund");
-  ins.bind(1, req.refund_id).bind(2, req.payment_id).bind(3, req.amount_minor).bind(4, now_ms());
-  if (ins.step() != SQLITE_DONE) return db_error(db_, "insert refund");
+  auto gen = join_group();
+  if (!gen) return gen.error();
+  {
+    Borrowed ins(stmt(kInsertRefund));
+    if (!ins.ok()) return db_error(db_, "prepare insert refund");
+    ins.bind(1, req.refund_id).bind(2, req.payment_id).bind(3, req.amount_minor).bind(4, now_ms());
+    if (ins.step() != SQLITE_DONE) return db_error(db_, "insert refund");
+  }
+  if (auto w = wait_committed(lk, *gen); !w) return w.error();
   r.approved = true;
   return r;
 }
 
+sqlite3_stmt* AcquirerSimulator::stmt(const char* sql) {
+  for (auto& [k, st] : stmts_)
+    if (k == sql) return st;
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) return nullptr;
+  stmts_.emplace_back(sql, st);
+  return st;
+}
+
+Result<uint64_t> AcquirerSimulator::join_group() {
+  if (!tx_open_) {
+    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
+      return db_error(db_, "begin");
+    tx_open_ = true;
+    commit_cv_.notify_all();
+  }
+  return open_gen_;
+}
+
+Result<void> AcquirerSimulator::wait_committed(std::unique_lock<std::mutex>& lk, uint64_t gen) {
+  commit_cv_.wait(lk, [&] { return committed_gen_ >= gen; });
+  if (failed_gen_ == gen)
+    return Error::unavailable("acquirer_unavailable", "acquirer simulator commit failed: " + failed_msg_);
+  return {};
+}
+
+void AcquirerSimulator::committer_loop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    commit_cv_.wait(lk, [&] { return stopping_ || tx_open_; });
+    if (!tx_open_) break;  // stopping, nothing open
+    const uint64_t gen = open_gen_;
+    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      failed_gen_ = gen;
+      failed_msg_ = sqlite3_errmsg(db_);
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+    tx_open_ = false;
+    committed_gen_ = gen;
+    ++open_gen_;
+    commit_cv_.notify_all();
+  }
+}
+
 Result<int64_t> AcquirerSimulator::charge_count() {
   std::lock_guard lk(mu_);
-  Stmt sel(db_, "SELECT COUNT(*) FROM charges");
+  Borrowed sel(stmt(kCountCharges));
   if (!sel.ok() || sel.step() != SQLITE_ROW) return db_error(db_, "count charges");
   return sel.i64(0);
 }
 
 Result<int64_t> AcquirerSimulator::calls_for(const std::string& payment_id) {
   std::lock_guard lk(mu_);
-  Stmt sel(db_, "SELECT calls FROM charges WHERE payment_id = ?");
+  Borrowed sel(stmt(kSelectCalls));
   if (!sel.ok()) return db_error(db_, "prepare calls");
   sel.bind(1, payment_id);
   int rc = sel.step();

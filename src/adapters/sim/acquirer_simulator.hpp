@@ -18,26 +18,33 @@
 // "amount_exceeds_charge". Only approved refunds are stored.
 //
 // Durability and idempotency: its own SQLite file (WAL unless ":memory:",
-// synchronous=FULL), tables
+// synchronous=FULL unless sync_full=false), tables
 //   charges(payment_id TEXT PRIMARY KEY, amount_minor, currency, source, approved,
 //           decline_code, calls, created_ms)
 //   refunds(refund_id TEXT PRIMARY KEY, payment_id, amount_minor, calls, created_ms)
 // A repeated charge (same payment_id) or refund (same refund_id) returns the stored result,
 // increments `calls` and moves money once — also across a restart on the same file.
+// Group commit: concurrent calls write into one open transaction; a committer thread
+// commits it and only then do those calls return (a returned charge is committed), so
+// the simulator costs one commit per group of concurrent calls, not one per call.
 // Thread-safety: thread-safe (one mutex around the database; sleeps happen outside it).
 // Construction throws std::runtime_error if the database cannot be opened (start-up only).
 #pragma once
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <thread>
 #include <random>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "common/result.hpp"
 #include "ports/external.hpp"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace ps {
 
@@ -46,6 +53,7 @@ struct AcquirerSimOptions {
   std::chrono::milliseconds latency{0};
   double failure_rate = 0;   // 0..1
   uint64_t seed = 42;
+  bool sync_full = true;  // synchronous=FULL (one fsync per group commit), else NORMAL
 };
 
 class AcquirerSimulator final : public Acquirer {
@@ -65,12 +73,30 @@ class AcquirerSimulator final : public Acquirer {
   // Sleeps the configured latency; false (after sleeping `timeout`) if it exceeds timeout.
   bool wait_latency(std::chrono::milliseconds timeout) const;
   bool random_failure();
+  // Called with mu_ held after a write: opens the group transaction if needed. Returns the
+  // generation whose commit makes the write durable.
+  Result<uint64_t> join_group();
+  // Waits (releasing `lk`) until generation `gen` is committed; its outcome.
+  Result<void> wait_committed(std::unique_lock<std::mutex>& lk, uint64_t gen);
+  void committer_loop();
+  sqlite3_stmt* stmt(const char* sql);  // cached prepared statement (mu_ held)
 
   const AcquirerSimOptions opts_;
   std::mutex mu_;
   sqlite3* db_ = nullptr;
   std::mt19937_64 rng_;
   std::unordered_set<std::string> transient_seen_;  // bounded: cleared past 100k entries
+  std::vector<std::pair<const char*, sqlite3_stmt*>> stmts_;
+
+  // Group commit state (under mu_).
+  std::condition_variable commit_cv_;  // committer: a transaction is open; callers: a commit ended
+  bool tx_open_ = false;
+  uint64_t open_gen_ = 1;       // generation of the open (or next) transaction
+  uint64_t committed_gen_ = 0;  // last generation whose commit ended
+  uint64_t failed_gen_ = 0;     // last generation whose commit failed
+  std::string failed_msg_;
+  bool stopping_ = false;
+  std::thread committer_;
 };
 
 }  // namespace ps

@@ -85,8 +85,9 @@ class Db {
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
 
-  // WAL, synchronous FULL/NORMAL, busy_timeout, foreign keys.
-  Result<void> configure(bool sync_full, int busy_timeout_ms);
+  // WAL, synchronous FULL/NORMAL, busy_timeout, foreign keys, statement journals in
+  // memory, a page cache of cache_kib KiB.
+  Result<void> configure(bool sync_full, int busy_timeout_ms, int cache_kib = 8 * 1024);
   Result<void> exec(std::string_view sql);  // one or more statements, no parameters
   // The cached prepared statement for `sql` (prepared on first use).
   Result<Query> query(const std::string& sql);

@@ -37,6 +37,7 @@ using sqlite::Query;
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
+constexpr int kWriterCacheKib = 128 * 1024;  // writer page cache (readers: 8 MiB each)
 constexpr auto kReaderWait = std::chrono::seconds(5);
 constexpr size_t kMaxPollRecords = 10000;
 constexpr size_t kMaxListRows = 1000;
@@ -367,7 +368,12 @@ void SqliteStore::release_reader(std::unique_ptr<Db> db) {
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(SqliteOptions opts, const Clock& clock) {
   try {
     auto db = Db::open(opts.path);
-    if (auto r = db->configure(opts.sync_full, kBusyTimeoutMs); !r) return r.error();
+    if (auto r = db->configure(opts.sync_full, kBusyTimeoutMs, kWriterCacheKib); !r) return r.error();
+    if (opts.checkpoint_interval_ms > 0)
+      if (auto r = db->exec("PRAGMA wal_autocheckpoint=0"); !r) return r.error();
+    // After a RESTART checkpoint the WAL file is cut back to this size.
+    if (auto r = db->exec("PRAGMA journal_size_limit=" + std::to_string(int64_t(opts.wal_restart_pages) * 4096)); !r)
+      return r.error();
     if (auto r = sqlite::migrate(*db); !r) return r.error();
     if (opts.max_batch == 0) opts.max_batch = 1;
     if (opts.max_queue == 0) opts.max_queue = 1;
@@ -382,9 +388,65 @@ SqliteStore::SqliteStore(SqliteOptions opts, const Clock& clock, std::unique_ptr
     : opts_(std::move(opts)), clock_(clock), writer_db_(std::move(writer)) {
   writer_ = std::thread([this] { writer_loop(); });
   writer_id_.store(writer_.get_id());
+  if (opts_.checkpoint_interval_ms > 0) {
+    try {
+      checkpoint_db_ = Db::open(opts_.path);
+      if (auto r = checkpoint_db_->configure(opts_.sync_full, kBusyTimeoutMs, 1024); !r)
+        throw std::runtime_error(r.error().message);
+      checkpointer_ = std::thread([this] { checkpoint_loop(); });
+    } catch (const std::exception& e) {
+      // Without the thread, fall back to SQLite's automatic checkpoints in the writer.
+      log::warn("checkpointer unavailable; checkpointing in the writer", {{"error", e.what()}});
+      checkpoint_db_.reset();
+      run_sync([](Db& db, JobCtx&) { return db.exec("PRAGMA wal_autocheckpoint=1000"); });
+    }
+  }
+}
+
+// PASSIVE checkpoints never block the writer or readers; they copy what no reader still
+// needs. Under continuous writes the WAL is never fully copied at the instant a write
+// transaction starts, so SQLite would never rewind it: past wal_restart_pages a RESTART
+// checkpoint waits (busy handler) for the writer's current transaction, copies the rest,
+// and the next commit starts the WAL from the beginning.
+void SqliteStore::checkpoint_loop() {
+  static metrics::Gauge& wal_pages =
+      metrics::registry().gauge("paystream_store_wal_pages", "Pages in the SQLite WAL after the last checkpoint");
+  static metrics::Counter& restarts =
+      metrics::registry().counter("paystream_store_wal_restarts_total", "RESTART checkpoints (WAL rewound)");
+  static metrics::Counter& failures =
+      metrics::registry().counter("paystream_store_checkpoint_errors_total", "Checkpoints that failed");
+  auto checkpoint = [&](const char* sql) -> int64_t {
+    auto q = checkpoint_db_->query(sql);
+    if (!q) return -1;
+    auto row = q->step();
+    if (!row || !*row) return -1;
+    int64_t log_pages = q->i64(1);
+    return log_pages;
+  };
+  std::unique_lock lk(ck_mu_);
+  while (!ck_stopping_) {
+    ck_cv_.wait_for(lk, std::chrono::milliseconds(opts_.checkpoint_interval_ms), [&] { return ck_stopping_; });
+    if (ck_stopping_) break;
+    lk.unlock();
+    int64_t pages = checkpoint("PRAGMA wal_checkpoint(PASSIVE)");
+    if (pages >= 0 && pages > opts_.wal_restart_pages) {
+      int64_t after = checkpoint("PRAGMA wal_checkpoint(RESTART)");
+      if (after >= 0) restarts.inc();
+      pages = after;
+    }
+    if (pages < 0) failures.inc(); else wal_pages.set(double(pages));
+    lk.lock();
+  }
 }
 
 SqliteStore::~SqliteStore() {
+  {
+    std::lock_guard g(ck_mu_);
+    ck_stopping_ = true;
+  }
+  ck_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  checkpoint_db_.reset();
   {
     std::lock_guard g(q_mu_);
     stopping_ = true;
@@ -405,14 +467,16 @@ void SqliteStore::set_terminal_listener(std::function<void(const std::vector<std
   terminal_listener_ = std::move(fn);
 }
 
-void SqliteStore::submit(Job job) {
+void SqliteStore::submit(Job job, bool urgent) {
   std::unique_lock lk(q_mu_);
   if (stopping_) {
     lk.unlock();
     job.done(Error::unavailable("store_closed", "the store is shutting down"));
     return;
   }
-  if (queue_.size() >= opts_.max_queue) {
+  if (urgent) {
+    urgent_.push_back(std::move(job));
+  } else if (queue_.size() >= opts_.max_queue) {
     rejected_.push_back(std::move(job));  // its callback runs on the writer thread
   } else {
     queue_.push_back(std::move(job));
@@ -427,7 +491,7 @@ Result<void> SqliteStore::run_sync(std::function<Result<void>(Db&, JobCtx&)> bod
     return Error::internal("synchronous store write called on the store writer thread");
   auto p = std::make_shared<std::promise<Result<void>>>();
   auto f = p->get_future();
-  submit(Job{std::move(body), [p](Result<void> r) { p->set_value(std::move(r)); }});
+  submit(Job{std::move(body), [p](Result<void> r) { p->set_value(std::move(r)); }}, /*urgent=*/true);
   return f.get();
 }
 
@@ -437,12 +501,15 @@ void SqliteStore::writer_loop() {
     std::vector<Job> rejected;
     {
       std::unique_lock lk(q_mu_);
-      q_cv_.wait(lk, [&] { return stopping_ || !queue_.empty() || !rejected_.empty(); });
+      q_cv_.wait(lk, [&] { return stopping_ || !queue_.empty() || !urgent_.empty() || !rejected_.empty(); });
       rejected.swap(rejected_);
-      if (queue_.empty() && rejected.empty() && stopping_) break;
-      size_t n = std::min(opts_.max_batch, queue_.size());
-      batch.reserve(n);
-      for (size_t i = 0; i < n; ++i) {
+      if (queue_.empty() && urgent_.empty() && rejected.empty() && stopping_) break;
+      batch.reserve(std::min(opts_.max_batch, queue_.size() + urgent_.size()));
+      while (!urgent_.empty() && batch.size() < opts_.max_batch) {
+        batch.push_back(std::move(urgent_.front()));
+        urgent_.pop_front();
+      }
+      while (!queue_.empty() && batch.size() < opts_.max_batch) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

@@ -2,6 +2,9 @@
 //
 // Writes: one writer thread owns the write connection and group-commits. Every write is
 // a job in a bounded queue (max_queue; full -> Error::unavailable "store_overloaded").
+// Synchronous writes (stage commits, admin writes; few, from internal threads) go to a
+// separate queue that each batch takes first: work in progress is finished before new
+// payments are taken in, so the pipeline keeps up with intake under load.
 // The writer takes up to max_batch jobs, opens BEGIN IMMEDIATE, runs each job in its own
 // SAVEPOINT (a failing job rolls back only itself and gets its own error), COMMITs once
 // (one fsync with synchronous=FULL) and only then runs the jobs' callbacks, wakes pollers
@@ -13,6 +16,8 @@
 // Reads: a bounded pool of read connections (WAL), so reads never wait for the writer.
 // Durability: a write that reported success is committed (WAL, synchronous=FULL unless
 // sync_full=false). Schema migrations are versioned with PRAGMA user_version.
+// Checkpoints: a checkpointer thread copies the WAL into the database file (see
+// SqliteOptions), so a commit never pays for a checkpoint.
 //
 // Event log: table `events`; offset = AUTOINCREMENT rowid, one partition per topic
 // (Record.partition = 0). (topic, id, replay) is unique; stages always produce with
@@ -60,6 +65,12 @@ struct SqliteOptions {
   size_t max_batch = 512;     // jobs per transaction
   size_t max_queue = 100000;  // queued write jobs before "store_overloaded"
   size_t max_readers = 16;    // read connections in the pool
+  // WAL checkpoints run on their own thread and connection, off the writer's path:
+  // PASSIVE every checkpoint_interval_ms; RESTART (the next commit rewinds the WAL) once
+  // the WAL holds more than wal_restart_pages pages. 0 = SQLite's automatic checkpoints
+  // in the writer's commits instead.
+  int checkpoint_interval_ms = 25;
+  int wal_restart_pages = 16384;  // 64 MiB at 4 KiB pages
 };
 
 class SqliteStore final : public StageLog,
@@ -148,9 +159,10 @@ class SqliteStore final : public StageLog,
   class ReadLease;
 
   SqliteStore(SqliteOptions opts, const Clock& clock, std::unique_ptr<sqlite::Db> writer);
-  void submit(Job job);
+  void submit(Job job, bool urgent = false);
   Result<void> run_sync(std::function<Result<void>(sqlite::Db&, JobCtx&)> body);
   void writer_loop();
+  void checkpoint_loop();
   void run_batch(std::vector<Job>& batch);
   Result<ReadLease> lease_reader();
   void release_reader(std::unique_ptr<sqlite::Db> db);
@@ -162,10 +174,16 @@ class SqliteStore final : public StageLog,
   std::mutex q_mu_;
   std::condition_variable q_cv_;
   std::deque<Job> queue_;
+  std::deque<Job> urgent_;     // synchronous writes (stage commits...): first in every batch
   std::vector<Job> rejected_;  // overflowed jobs whose callbacks the writer runs
   bool stopping_ = false;
   std::thread writer_;
   std::atomic<std::thread::id> writer_id_{};
+  std::unique_ptr<sqlite::Db> checkpoint_db_;
+  std::thread checkpointer_;
+  std::mutex ck_mu_;
+  std::condition_variable ck_cv_;
+  bool ck_stopping_ = false;
 
   std::mutex listener_mu_;
   std::function<void(const std::vector<std::string>&)> terminal_listener_;
