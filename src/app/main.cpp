@@ -5,9 +5,11 @@
 #include <iostream>
 
 #include "app/acquirer_sim_server.hpp"
+#include "app/bench_options.hpp"
 #include "app/commands.hpp"
 #include "app/config.hpp"
 #include "app/dist_config.hpp"
+#include "bench/bench.hpp"
 
 namespace {
 
@@ -122,6 +124,10 @@ int main(int argc, char** argv) {
 
   auto* routes = app.add_subcommand("routes", "print the HTTP routes as JSON");
 
+  ps::bench::BenchConfig bench_cfg;
+  auto* bench = app.add_subcommand("bench", "open-loop load generator of the API, with reconciliation");
+  ps::app::add_bench_options(*bench, bench_cfg);
+
   if (auto loaded = ps::app::load_config_file(argc, argv, app); !loaded) {
     std::cerr << "paystream: " << loaded.error().message << "\n";
     return 2;
@@ -148,5 +154,6 @@ int main(int argc, char** argv) {
     return ps::app::run_dlq(dlq_cmd, dlq_dir, distributed ? &dlq_dist : nullptr);
   }
   if (routes->parsed()) return ps::app::run_routes();
+  if (bench->parsed()) return ps::bench::run_bench(bench_cfg);
   return 2;
 }

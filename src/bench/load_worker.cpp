@@ -1,0 +1,507 @@
+// Boost.Asio/Beast stay inside this translation unit (and api_client.cpp).
+#include "bench/load_worker.hpp"
+
+#include <netinet/in.h>
+#include <sys/resource.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <random>
+#include <vector>
+
+#include "bench/schedule.hpp"
+
+namespace ps::bench {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+std::string_view first_id_member(std::string_view body) {
+  size_t pos = 0;
+  while ((pos = body.find("\"id\"", pos)) != std::string_view::npos) {
+    size_t i = pos + 4;
+    while (i < body.size() && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r')) ++i;
+    if (i < body.size() && body[i] == ':') {
+      ++i;
+      while (i < body.size() && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r')) ++i;
+      if (i < body.size() && body[i] == '"') {
+        size_t end = body.find('"', i + 1);
+        if (end == std::string_view::npos) return {};
+        return body.substr(i + 1, end - i - 1);
+      }
+      return {};
+    }
+    pos += 4;
+  }
+  return {};
+}
+
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch()).count();
+}
+SteadyClock::time_point at_ns(int64_t ns) { return SteadyClock::time_point(std::chrono::nanoseconds(ns)); }
+
+constexpr int kMaxConnectAttempts = 5;
+constexpr size_t kRetryRing = 4096;
+constexpr uint32_t kDecline = UINT32_MAX;
+
+enum class Kind : uint8_t { fresh, retry, pair };
+
+struct Slot {
+  int64_t due_ns = 0;     // absolute
+  uint32_t key = 0;       // index into keys_
+  Kind kind = Kind::fresh;
+};
+
+struct KeyRec {
+  std::string key;
+  std::string id;         // first acknowledged payment id ("" until a 2xx)
+  uint32_t source = 0;    // kDecline or the index of the approving source
+};
+
+struct Conn {
+  explicit Conn(asio::io_context& io) : sock(io) {}
+  tcp::socket sock;
+  std::string out;
+  beast::flat_buffer buf;
+  std::optional<http::response_parser<http::string_body>> parser;
+  Slot slot;
+  enum class State : uint8_t { closed, connecting, idle, busy } state = State::closed;
+  bool timed_out = false;
+  int connect_attempts = 0;
+};
+
+class Worker {
+ public:
+  explicit Worker(const WorkerParams& p)
+      : p_(p), cfg_(*p.cfg), timer_(io_), schedule_(cfg_.steps, 1.0 / cfg_.processes),
+        rng_(cfg_.seed * 1000003 + uint64_t(p.index) * 7919 + 1) {
+    const auto& r = cfg_.raw;
+    target_ = tcp::endpoint(asio::ip::make_address(p.target_address), cfg_.target.port);
+    if (!p.source_address.empty()) source_ = asio::ip::make_address(p.source_address);
+    prefix_ = "POST /v1/payments HTTP/1.1\r\nHost: " + cfg_.target.host + ":" + std::to_string(cfg_.target.port) +
+              "\r\nAuthorization: Bearer " + p.api_key +
+              "\r\nContent-Type: application/json\r\nAccept: application/json\r\nIdempotency-Key: ";
+    body_head_ = "{\"amount\":" + std::to_string(r.amount_minor) + ",\"currency\":\"" + r.currency + "\",\"source\":\"";
+    body_mid_ = "\",\"metadata\":{\"bench_run\":\"" + cfg_.run_id + "\",\"bench_key\":\"";
+    timeout_ns_ = r.timeout_ms * 1'000'000;
+    sweep_ns_ = std::clamp<int64_t>(r.timeout_ms / 10, 1, 50) * 1'000'000;
+    res_.scheduled = schedule_.total();
+    keys_.reserve(size_t(std::min<uint64_t>(schedule_.total() + 16, 50'000'000)));
+  }
+
+  int run() {
+    for (int64_t i = 0; i < p_.connections; ++i) conns_.push_back(std::make_unique<Conn>(io_));
+    open_more();
+    wait_for_start();
+    io_.run();
+    res_.latency_us = std::move(hist_);
+    std::ofstream f(p_.result_path, std::ios::trunc);
+    f << res_.to_json();
+    f.close();
+    return f ? 0 : 1;
+  }
+
+ private:
+  // ---- connections ------------------------------------------------------------------
+  void open_more() {
+    while (next_to_open_ < conns_.size() && connecting_ < cfg_.raw.connect_concurrency) {
+      start_connect(*conns_[next_to_open_++]);
+    }
+  }
+
+  void start_connect(Conn& c) {
+    c.state = Conn::State::connecting;
+    c.timed_out = false;
+    ++connecting_;
+    boost::system::error_code ec;
+    c.sock = tcp::socket(io_);
+    c.sock.open(target_.protocol(), ec);
+    if (!ec && source_) {
+#ifdef IP_BIND_ADDRESS_NO_PORT
+      int one = 1;
+      ::setsockopt(c.sock.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+#endif
+      c.sock.bind(tcp::endpoint(*source_, 0), ec);
+    }
+    if (ec) {
+      asio::post(io_, [this, &c, ec] { on_connected(c, ec); });
+      return;
+    }
+    c.sock.async_connect(target_, [this, &c](boost::system::error_code e) { on_connected(c, e); });
+  }
+
+  void on_connected(Conn& c, boost::system::error_code ec) {
+    --connecting_;
+    if (ec) {
+      ++res_.connect;
+      p_.shared->errors.fetch_add(1, std::memory_order_relaxed);
+      if (first_connect_error_.empty()) first_connect_error_ = ec.message();
+      boost::system::error_code ig;
+      c.sock.close(ig);
+      c.state = Conn::State::closed;
+      ++c.connect_attempts;
+      if (!started_ && c.connect_attempts >= kMaxConnectAttempts) {
+        ++given_up_;
+      } else if (!finished_) {
+        auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100 * std::min(c.connect_attempts, 10)));
+        t->async_wait([this, &c, t](boost::system::error_code) {
+          if (!finished_ && c.state == Conn::State::closed) start_connect(c);
+        });
+      }
+    } else {
+      boost::system::error_code ig;
+      c.sock.set_option(tcp::no_delay(true), ig);
+      c.connect_attempts = 0;
+      c.state = Conn::State::idle;
+      ++open_;
+      res_.connections_open_max = std::max<uint64_t>(res_.connections_open_max, open_);
+      p_.shared->open.fetch_add(1, std::memory_order_relaxed);
+      idle_.push_back(&c);
+      if (started_) dispatch();
+    }
+    if (!started_) {
+      open_more();
+      if (!counted_ready_ && open_ + given_up_ == conns_.size()) {
+        counted_ready_ = true;
+        p_.shared->ready_workers.fetch_add(1);
+      }
+    }
+  }
+
+  void close_conn(Conn& c) {
+    boost::system::error_code ig;
+    c.sock.close(ig);
+    if (c.state == Conn::State::idle || c.state == Conn::State::busy) {
+      --open_;
+      p_.shared->open.fetch_sub(1, std::memory_order_relaxed);
+    }
+    c.state = Conn::State::closed;
+    c.parser.reset();
+    c.buf.clear();
+    if (!finished_) start_connect(c);
+  }
+
+  // ---- start --------------------------------------------------------------------------
+  void wait_for_start() {
+    timer_.expires_after(std::chrono::milliseconds(1));
+    timer_.async_wait([this](boost::system::error_code) {
+      if (p_.shared->abort.load()) return finish();
+      int64_t s = p_.shared->start_ns.load();
+      if (s == 0 || now_ns() < s) return wait_for_start();
+      started_ = true;
+      start_ns_ = s;
+      res_.start_ns = s;
+      res_.connections_open_at_start = open_;
+      next_sweep_ns_ = s + sweep_ns_;
+      next_publish_ns_ = s + 1'000'000'000;
+      end_ns_ = s + int64_t(schedule_.length_s() * 1e9) + timeout_ns_ + 1'000'000'000;
+      tick();
+    });
+  }
+
+  // ---- scheduling ---------------------------------------------------------------------
+  void tick() {
+    if (finished_) return;
+    const int64_t now = now_ns();
+    if (p_.shared->abort.load(std::memory_order_relaxed)) return finish();
+    while (next_index_ < schedule_.total()) {
+      int64_t due = start_ns_ + schedule_.due_ns(next_index_);
+      if (due > now) break;
+      ++next_index_;
+      enqueue(due);
+    }
+    if (now >= next_sweep_ns_) {
+      sweep(now);
+      next_sweep_ns_ = now + sweep_ns_;
+    }
+    if (now >= next_publish_ns_) {
+      p_.shared->p99_1s_us[p_.index].store(window_.value_at_percentile(99), std::memory_order_relaxed);
+      window_.reset();
+      next_publish_ns_ = now + 1'000'000'000;
+    }
+    dispatch();
+    if (next_index_ >= schedule_.total() && pending_.empty() && busy_ == 0) return finish();
+    if (now >= end_ns_) return finish();
+    int64_t wake = std::min(next_sweep_ns_, next_publish_ns_);
+    if (next_index_ < schedule_.total()) wake = std::min(wake, start_ns_ + schedule_.due_ns(next_index_));
+    timer_.expires_at(at_ns(wake));
+    timer_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) tick();
+    });
+  }
+
+  void enqueue(int64_t due) {
+    const auto& r = cfg_.raw;
+    double u = uni_(rng_);
+    if (u < r.retry_share && !ring_.empty()) {
+      uint32_t k = ring_[size_t(rng_() % ring_.size())];
+      pending_.push_back({due, k, Kind::retry});
+      return;
+    }
+    bool pair = u >= r.retry_share && u < r.retry_share + r.duplicate_share;
+    uint32_t k = uint32_t(keys_.size());
+    KeyRec rec;
+    rec.key = cfg_.run_id + "-w" + std::to_string(p_.index) + "-" + std::to_string(k);
+    rec.source = uni_(rng_) < r.decline_share ? kDecline : uint32_t(rng_() % uint64_t(r.approve_sources));
+    keys_.push_back(std::move(rec));
+    pending_.push_back({due, k, pair ? Kind::pair : Kind::fresh});
+    if (pair) pending_.push_back({due, k, Kind::pair});
+  }
+
+  void dispatch() {
+    while (!pending_.empty() && !idle_.empty()) {
+      Conn* c = idle_.front();
+      idle_.pop_front();
+      if (c->state != Conn::State::idle) continue;
+      Slot s = pending_.front();
+      pending_.pop_front();
+      send(*c, s);
+    }
+  }
+
+  void build(Conn& c, const KeyRec& k) {
+    std::string& b = body_scratch_;
+    b.clear();
+    b += body_head_;
+    if (k.source == kDecline) {
+      b += "tok_decline";
+    } else if (cfg_.raw.approve_sources == 1) {
+      b += "tok_approve";
+    } else {
+      b += "tok_approve_";
+      b += std::to_string(k.source);
+    }
+    b += body_mid_;
+    b += k.key;
+    b += "\"}}";
+    std::string& o = c.out;
+    o.clear();
+    o += prefix_;
+    o += k.key;
+    o += "\r\nContent-Length: ";
+    o += std::to_string(b.size());
+    o += "\r\n\r\n";
+    o += b;
+  }
+
+  void send(Conn& c, const Slot& s) {
+    c.slot = s;
+    c.state = Conn::State::busy;
+    c.timed_out = false;
+    ++busy_;
+    ++res_.requests;
+    p_.shared->sent.fetch_add(1, std::memory_order_relaxed);
+    p_.shared->inflight.fetch_add(1, std::memory_order_relaxed);
+    build(c, keys_[s.key]);
+    asio::async_write(c.sock, asio::buffer(c.out), [this, &c](boost::system::error_code ec, size_t) {
+      if (ec || c.timed_out) return on_failed(c, ec);
+      c.parser.emplace();
+      c.parser->body_limit(1 << 20);
+      http::async_read(c.sock, c.buf, *c.parser, [this, &c](boost::system::error_code e, size_t) {
+        if (e || c.timed_out) return on_failed(c, e);
+        on_response(c);
+      });
+    });
+  }
+
+  void sweep(int64_t now) {
+    while (!pending_.empty() && pending_.front().due_ns + timeout_ns_ <= now) {
+      pending_.pop_front();
+      count_error_timeout();
+    }
+    for (auto& cp : conns_) {
+      Conn& c = *cp;
+      if (c.state == Conn::State::busy && !c.timed_out && c.slot.due_ns + timeout_ns_ <= now) {
+        c.timed_out = true;
+        boost::system::error_code ig;
+        c.sock.close(ig);  // the pending handler reports, then the connection reopens
+      }
+    }
+  }
+
+  void count_error_timeout() {
+    ++res_.timeout;
+    p_.shared->errors.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void request_done(Conn& c) {
+    --busy_;
+    p_.shared->inflight.fetch_sub(1, std::memory_order_relaxed);
+    p_.shared->completed.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void on_failed(Conn& c, boost::system::error_code) {
+    request_done(c);
+    if (c.timed_out) {
+      count_error_timeout();
+    } else {
+      ++res_.io;
+      p_.shared->errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    close_conn(c);
+    maybe_finish();
+  }
+
+  void on_response(Conn& c) {
+    const int64_t now = now_ns();
+    request_done(c);
+    auto& msg = c.parser->get();
+    const int status = int(msg.result_int());
+    const uint64_t lat_us = uint64_t(std::max<int64_t>(0, now - c.slot.due_ns) / 1000);
+    hist_.record(lat_us);
+    window_.record(lat_us);
+    ++res_.responses;
+    res_.last_response_ns = std::max(res_.last_response_ns, now);
+    KeyRec& k = keys_[c.slot.key];
+    bool good = false;
+    if (status >= 200 && status < 300) {
+      ++res_.status_2xx;
+      std::string_view id = first_id_member(msg.body());
+      bool replayed = msg["Idempotent-Replayed"] == "true";
+      switch (c.slot.kind) {
+        case Kind::fresh:
+          if (id.empty()) break;
+          good = true;
+          k.id = id;
+          res_.accepted.emplace_back(k.key, k.id);
+          remember(c.slot.key);
+          break;
+        case Kind::retry:
+          if (replayed && id == k.id) {
+            ++res_.replays_ok;
+            good = true;
+          } else {
+            ++res_.replay_mismatch;
+            if (!id.empty() && id != k.id) res_.accepted.emplace_back(k.key, std::string(id));
+            p_.shared->errors.fetch_add(1, std::memory_order_relaxed);
+            if (first_mismatch_.empty())
+              first_mismatch_ = k.key + ": expected a replay of " + k.id + ", got " + std::string(id) +
+                                (replayed ? " (replayed)" : " (not replayed)");
+          }
+          break;
+        case Kind::pair:
+          if (id.empty()) break;
+          good = true;
+          if (k.id.empty()) {
+            k.id = id;
+            res_.accepted.emplace_back(k.key, k.id);
+            remember(c.slot.key);
+          } else if (id != k.id) {
+            ++res_.pair_mismatch;
+            res_.accepted.emplace_back(k.key, std::string(id));
+          }
+          break;
+      }
+      if (good) {
+        res_.ok_slot_halves += c.slot.kind == Kind::pair ? 1 : 2;
+        p_.shared->ok.fetch_add(1, std::memory_order_relaxed);
+      } else if (c.slot.kind != Kind::retry) {
+        ++res_.by_status[status];  // a 2xx without a payment id
+        p_.shared->errors.fetch_add(1, std::memory_order_relaxed);
+      }
+    } else if (status == 409 && c.slot.kind == Kind::pair) {
+      ++res_.conflicts_409;
+      res_.ok_slot_halves += 1;
+      p_.shared->ok.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      ++res_.by_status[status];
+      p_.shared->errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    const bool keep = msg.keep_alive();
+    c.parser.reset();
+    if (!keep) {
+      close_conn(c);
+    } else {
+      c.state = Conn::State::idle;
+      idle_.push_back(&c);
+      dispatch();
+    }
+    maybe_finish();
+  }
+
+  void remember(uint32_t key) {
+    if (ring_.size() < kRetryRing) ring_.push_back(key);
+    else ring_[ring_pos_++ % kRetryRing] = key;
+  }
+
+  void maybe_finish() {
+    if (started_ && !finished_ && next_index_ >= schedule_.total() && pending_.empty() && busy_ == 0) finish();
+  }
+
+  void finish() {
+    if (finished_) return;
+    finished_ = true;
+    // Whatever is still queued or in flight never got an answer in time.
+    for (size_t i = 0; i < pending_.size(); ++i) count_error_timeout();
+    pending_.clear();
+    for (auto& cp : conns_)
+      if (cp->state == Conn::State::busy) count_error_timeout();
+    if (!started_) res_.connections_open_at_start = open_;
+    timer_.cancel();
+    io_.stop();
+    if (!first_connect_error_.empty())
+      std::fprintf(stderr, "bench: worker %d: first connect error: %s\n", p_.index, first_connect_error_.c_str());
+    if (!first_mismatch_.empty())
+      std::fprintf(stderr, "bench: worker %d: first replay mismatch: %s\n", p_.index, first_mismatch_.c_str());
+  }
+
+  const WorkerParams& p_;
+  const ValidConfig& cfg_;
+  asio::io_context io_{1};
+  asio::steady_timer timer_;
+  tcp::endpoint target_;
+  std::optional<asio::ip::address> source_;
+  Schedule schedule_;
+  std::mt19937_64 rng_;
+  std::uniform_real_distribution<double> uni_{0.0, 1.0};
+  std::string prefix_, body_head_, body_mid_, body_scratch_;
+  int64_t timeout_ns_ = 0, sweep_ns_ = 0;
+
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::deque<Conn*> idle_;
+  std::deque<Slot> pending_;
+  std::vector<KeyRec> keys_;
+  std::vector<uint32_t> ring_;
+  size_t ring_pos_ = 0;
+  size_t next_to_open_ = 0;
+  int64_t connecting_ = 0;
+  uint64_t open_ = 0, given_up_ = 0, busy_ = 0;
+  bool started_ = false, finished_ = false, counted_ready_ = false;
+  int64_t start_ns_ = 0, end_ns_ = 0, next_sweep_ns_ = 0, next_publish_ns_ = 0;
+  uint64_t next_index_ = 0;
+  Histogram hist_, window_;
+  WorkerResult res_;
+  std::string first_connect_error_, first_mismatch_;
+};
+
+}  // namespace
+
+int run_load_worker(const WorkerParams& p) {
+  // The open-files soft limit may be below the hard one; take what we may.
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  try {
+    Worker w(p);
+    return w.run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench: worker %d failed: %s\n", p.index, e.what());
+    return 1;
+  }
+}
+
+}  // namespace ps::bench
