@@ -33,6 +33,7 @@ struct ServeConfig {
   // Store
   bool fsync = true;
   int64_t store_max_batch = 512;
+  int64_t store_max_queue = 8192;  // queued payments before 503 store_overloaded (load shedding)
   // Fraud
   std::vector<std::string> fraud_blocklist = {"tok_fraud"};
   int64_t velocity_window_ms = 60000;

@@ -57,6 +57,7 @@ int run_serve(const ServeConfig& cfg) {
   store_opts.path = (fs::path(cfg.data_dir) / "paystream.db").string();
   store_opts.sync_full = cfg.fsync;
   store_opts.max_batch = size_t(cfg.store_max_batch);
+  store_opts.max_queue = size_t(cfg.store_max_queue);
   auto opened = SqliteStore::open(store_opts, clock);
   if (!opened) {
     log::error("cannot open store", {{"path", store_opts.path}, {"error", opened.error().message}});
