@@ -174,7 +174,7 @@ Result<AcquirerResult> AcquirerSimulator::charge(const ChargeRequest& req, std::
     if (!gen) return gen.error();
     {
       Borrowed upd(stmt(kCountChargeCall));  // reset before mu_ is released below
-      if (!upd.ok() || upd.bind(1, req.payment_id).step() != SQLITE_DONE) return db_error(db_, "update calls");
+      if (!upd.ok() || upd.bind(1, req.payment_id).step() != SQLITE_DONE) return write_error("update calls");
     }
     if (auto w = wait_committed(lk, *gen); !w) return w.error();
     return r;
@@ -193,7 +193,7 @@ Result<AcquirerResult> AcquirerSimulator::charge(const ChargeRequest& req, std::
     if (!ins.ok()) return db_error(db_, "prepare insert charge");
     ins.bind(1, req.payment_id).bind(2, req.amount_minor).bind(3, req.currency).bind(4, req.source)
         .bind(5, int64_t(r.approved ? 1 : 0)).bind(6, r.decline_code).bind(7, now_ms());
-    if (ins.step() != SQLITE_DONE) return db_error(db_, "insert charge");
+    if (ins.step() != SQLITE_DONE) return write_error("insert charge");
   }
   if (auto w = wait_committed(lk, *gen); !w) return w.error();
   return r;
@@ -207,6 +207,8 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
 
   std::unique_lock lk(mu_);
   if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
+  // A decline must rest on committed data only (another caller's open group may fail).
+  wait_no_open_group(lk);
   AcquirerResult r;
   r.acquirer_ref = deterministic_id("rf_", req.refund_id);
   bool stored = false;
@@ -223,7 +225,7 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
     if (!gen) return gen.error();
     {
       Borrowed upd(stmt(kCountRefundCall));
-      if (!upd.ok() || upd.bind(1, req.refund_id).step() != SQLITE_DONE) return db_error(db_, "update calls");
+      if (!upd.ok() || upd.bind(1, req.refund_id).step() != SQLITE_DONE) return write_error("update calls");
     }
     if (auto w = wait_committed(lk, *gen); !w) return w.error();
     r.approved = true;
@@ -260,7 +262,7 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
     Borrowed ins(stmt(kInsertRefund));
     if (!ins.ok()) return db_error(db_, "prepare insert refund");
     ins.bind(1, req.refund_id).bind(2, req.payment_id).bind(3, req.amount_minor).bind(4, now_ms());
-    if (ins.step() != SQLITE_DONE) return db_error(db_, "insert refund");
+    if (ins.step() != SQLITE_DONE) return write_error("insert refund");
   }
   if (auto w = wait_committed(lk, *gen); !w) return w.error();
   r.approved = true;
@@ -276,37 +278,54 @@ sqlite3_stmt* AcquirerSimulator::stmt(const char* sql) {
   return st;
 }
 
-Result<uint64_t> AcquirerSimulator::join_group() {
-  if (!tx_open_) {
+Result<std::shared_ptr<AcquirerSimulator::Group>> AcquirerSimulator::join_group() {
+  if (stopping_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
+  if (!open_) {
     if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
       return db_error(db_, "begin");
-    tx_open_ = true;
+    open_ = std::make_shared<Group>();
     commit_cv_.notify_all();
   }
-  return open_gen_;
+  return open_;
 }
 
-Result<void> AcquirerSimulator::wait_committed(std::unique_lock<std::mutex>& lk, uint64_t gen) {
-  commit_cv_.wait(lk, [&] { return committed_gen_ >= gen; });
-  if (failed_gen_ == gen)
-    return Error::unavailable("acquirer_unavailable", "acquirer simulator commit failed: " + failed_msg_);
+Result<void> AcquirerSimulator::wait_committed(std::unique_lock<std::mutex>& lk, const std::shared_ptr<Group>& g) {
+  commit_cv_.wait(lk, [&] { return g->done; });
+  if (!g->ok) return Error::unavailable("acquirer_unavailable", "acquirer simulator commit failed: " + g->error);
   return {};
+}
+
+Error AcquirerSimulator::write_error(const char* what) {
+  Error e = db_error(db_, what);
+  if (open_ && sqlite3_get_autocommit(db_)) {  // SQLite rolled the whole group back
+    open_->ok = false;
+    open_->error = e.message;
+    open_->done = true;
+    open_.reset();
+    commit_cv_.notify_all();
+  }
+  return e;
+}
+
+void AcquirerSimulator::wait_no_open_group(std::unique_lock<std::mutex>& lk) {
+  while (open_) {
+    auto g = open_;
+    commit_cv_.wait(lk, [&] { return g->done; });
+  }
 }
 
 void AcquirerSimulator::committer_loop() {
   std::unique_lock lk(mu_);
   for (;;) {
-    commit_cv_.wait(lk, [&] { return stopping_ || tx_open_; });
-    if (!tx_open_) break;  // stopping, nothing open
-    const uint64_t gen = open_gen_;
+    commit_cv_.wait(lk, [&] { return stopping_ || open_; });
+    if (!open_) break;  // stopping, nothing open
+    auto g = std::move(open_);
     if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-      failed_gen_ = gen;
-      failed_msg_ = sqlite3_errmsg(db_);
+      g->ok = false;
+      g->error = sqlite3_errmsg(db_);
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     }
-    tx_open_ = false;
-    committed_gen_ = gen;
-    ++open_gen_;
+    g->done = true;
     commit_cv_.notify_all();
   }
 }

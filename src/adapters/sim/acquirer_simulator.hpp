@@ -33,6 +33,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <random>
@@ -73,11 +74,22 @@ class AcquirerSimulator final : public Acquirer {
   // Sleeps the configured latency; false (after sleeping `timeout`) if it exceeds timeout.
   bool wait_latency(std::chrono::milliseconds timeout) const;
   bool random_failure();
-  // Called with mu_ held after a write: opens the group transaction if needed. Returns the
-  // generation whose commit makes the write durable.
-  Result<uint64_t> join_group();
-  // Waits (releasing `lk`) until generation `gen` is committed; its outcome.
-  Result<void> wait_committed(std::unique_lock<std::mutex>& lk, uint64_t gen);
+  // One group transaction: its outcome, read by every caller that wrote in it.
+  struct Group {
+    bool done = false;
+    bool ok = true;
+    std::string error;
+  };
+  // Called with mu_ held before a write: opens the group transaction if needed and
+  // returns the group whose commit makes the write durable (refused while stopping).
+  Result<std::shared_ptr<Group>> join_group();
+  // Waits (releasing `lk`) until `g` is committed or failed; its outcome.
+  Result<void> wait_committed(std::unique_lock<std::mutex>& lk, const std::shared_ptr<Group>& g);
+  // After a failed write: if SQLite rolled the whole transaction back, the open group
+  // failed (its callers are told). Returns the error for this call.
+  Error write_error(const char* what);
+  // Waits (releasing `lk`) until no group is open, so reads see only committed data.
+  void wait_no_open_group(std::unique_lock<std::mutex>& lk);
   void committer_loop();
   sqlite3_stmt* stmt(const char* sql);  // cached prepared statement (mu_ held)
 
@@ -90,11 +102,7 @@ class AcquirerSimulator final : public Acquirer {
 
   // Group commit state (under mu_).
   std::condition_variable commit_cv_;  // committer: a transaction is open; callers: a commit ended
-  bool tx_open_ = false;
-  uint64_t open_gen_ = 1;       // generation of the open (or next) transaction
-  uint64_t committed_gen_ = 0;  // last generation whose commit ended
-  uint64_t failed_gen_ = 0;     // last generation whose commit failed
-  std::string failed_msg_;
+  std::shared_ptr<Group> open_;  // the open transaction's group; null when none is open
   bool stopping_ = false;
   std::thread committer_;
 };

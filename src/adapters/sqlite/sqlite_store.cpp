@@ -37,6 +37,7 @@ using sqlite::Query;
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
+constexpr int kCheckpointBusyTimeoutMs = 20;
 constexpr int kWriterCacheKib = 128 * 1024;  // writer page cache (readers: 8 MiB each)
 constexpr auto kReaderWait = std::chrono::seconds(5);
 constexpr size_t kMaxPollRecords = 10000;
@@ -369,11 +370,14 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(SqliteOptions opts, const
   try {
     auto db = Db::open(opts.path);
     if (auto r = db->configure(opts.sync_full, kBusyTimeoutMs, kWriterCacheKib); !r) return r.error();
-    if (opts.checkpoint_interval_ms > 0)
+    // The checkpointer needs a second connection to the same file.
+    if (opts.path.empty() || opts.path == ":memory:") opts.checkpoint_interval_ms = 0;
+    if (opts.checkpoint_interval_ms > 0) {
       if (auto r = db->exec("PRAGMA wal_autocheckpoint=0"); !r) return r.error();
-    // After a RESTART checkpoint the WAL file is cut back to this size.
-    if (auto r = db->exec("PRAGMA journal_size_limit=" + std::to_string(int64_t(opts.wal_restart_pages) * 4096)); !r)
-      return r.error();
+      // After a RESTART checkpoint the WAL file is cut back to this size.
+      if (auto r = db->exec("PRAGMA journal_size_limit=" + std::to_string(int64_t(opts.wal_restart_pages) * 4096)); !r)
+        return r.error();
+    }
     if (auto r = sqlite::migrate(*db); !r) return r.error();
     if (opts.max_batch == 0) opts.max_batch = 1;
     if (opts.max_queue == 0) opts.max_queue = 1;
@@ -391,14 +395,17 @@ SqliteStore::SqliteStore(SqliteOptions opts, const Clock& clock, std::unique_ptr
   if (opts_.checkpoint_interval_ms > 0) {
     try {
       checkpoint_db_ = Db::open(opts_.path);
-      if (auto r = checkpoint_db_->configure(opts_.sync_full, kBusyTimeoutMs, 1024); !r)
+      // A short busy timeout: a RESTART checkpoint holds the WAL write lock while it waits,
+      // so it must give up quickly (and retry later) rather than stall the writer.
+      if (auto r = checkpoint_db_->configure(opts_.sync_full, kCheckpointBusyTimeoutMs, 1024); !r)
         throw std::runtime_error(r.error().message);
       checkpointer_ = std::thread([this] { checkpoint_loop(); });
     } catch (const std::exception& e) {
       // Without the thread, fall back to SQLite's automatic checkpoints in the writer.
       log::warn("checkpointer unavailable; checkpointing in the writer", {{"error", e.what()}});
       checkpoint_db_.reset();
-      run_sync([](Db& db, JobCtx&) { return db.exec("PRAGMA wal_autocheckpoint=1000"); });
+      if (auto r = run_sync([](Db& db, JobCtx&) { return db.exec("PRAGMA wal_autocheckpoint=1000"); }); !r)
+        log::error("cannot re-enable automatic checkpoints; the WAL will grow", {{"error", r.error().message}});
     }
   }
 }
@@ -415,26 +422,42 @@ void SqliteStore::checkpoint_loop() {
       metrics::registry().counter("paystream_store_wal_restarts_total", "RESTART checkpoints (WAL rewound)");
   static metrics::Counter& failures =
       metrics::registry().counter("paystream_store_checkpoint_errors_total", "Checkpoints that failed");
-  auto checkpoint = [&](const char* sql) -> int64_t {
-    auto q = checkpoint_db_->query(sql);
-    if (!q) return -1;
-    auto row = q->step();
-    if (!row || !*row) return -1;
-    int64_t log_pages = q->i64(1);
-    return log_pages;
+  struct Outcome {
+    bool ok = false;
+    bool busy = false;     // could not finish (a reader or the writer held on)
+    int64_t log = 0;       // pages in the WAL
+    int64_t copied = 0;    // pages copied into the database file
   };
+  auto checkpoint = [&](const char* sql) {
+    Outcome o;
+    auto q = checkpoint_db_->query(sql);
+    if (!q) return o;
+    auto row = q->step();
+    if (!row || !*row) return o;
+    o.busy = q->i64(0) != 0;
+    o.log = q->i64(1);
+    o.copied = q->i64(2);
+    o.ok = o.log >= 0;
+    return o;
+  };
+  int64_t restarted_log = -1;  // WAL size at the last RESTART (unchanged until the next write)
   std::unique_lock lk(ck_mu_);
   while (!ck_stopping_) {
     ck_cv_.wait_for(lk, std::chrono::milliseconds(opts_.checkpoint_interval_ms), [&] { return ck_stopping_; });
     if (ck_stopping_) break;
     lk.unlock();
-    int64_t pages = checkpoint("PRAGMA wal_checkpoint(PASSIVE)");
-    if (pages >= 0 && pages > opts_.wal_restart_pages) {
-      int64_t after = checkpoint("PRAGMA wal_checkpoint(RESTART)");
-      if (after >= 0) restarts.inc();
-      pages = after;
+    Outcome o = checkpoint("PRAGMA wal_checkpoint(PASSIVE)");
+    // RESTART only when everything is already copied (no reader pins an old snapshot),
+    // the WAL is big, and it changed since the last RESTART (an idle WAL is not rewound
+    // again and again).
+    if (o.ok && !o.busy && o.copied == o.log && o.log > opts_.wal_restart_pages && o.log != restarted_log) {
+      Outcome r = checkpoint("PRAGMA wal_checkpoint(RESTART)");
+      if (r.ok && !r.busy) {
+        restarts.inc();
+        restarted_log = r.log;
+      }
     }
-    if (pages < 0) failures.inc(); else wal_pages.set(double(pages));
+    if (!o.ok) failures.inc(); else wal_pages.set(double(o.log));
     lk.lock();
   }
 }
@@ -505,7 +528,11 @@ void SqliteStore::writer_loop() {
       rejected.swap(rejected_);
       if (queue_.empty() && urgent_.empty() && rejected.empty() && stopping_) break;
       batch.reserve(std::min(opts_.max_batch, queue_.size() + urgent_.size()));
-      while (!urgent_.empty() && batch.size() < opts_.max_batch) {
+      // Stage commits first, but never the whole batch while payments wait: a quarter of
+      // it (at least one job) stays for the intake queue.
+      const size_t reserve = queue_.empty() ? 0 : std::max<size_t>(1, opts_.max_batch / 4);
+      const size_t urgent_room = opts_.max_batch > reserve ? opts_.max_batch - reserve : 1;
+      while (!urgent_.empty() && batch.size() < urgent_room) {
         batch.push_back(std::move(urgent_.front()));
         urgent_.pop_front();
       }
