@@ -305,6 +305,17 @@ size_t Pool::in_use() const {
   return leased_;
 }
 
+Result<void> Pool::prefill() {
+  std::vector<Lease> held;
+  held.reserve(opts_.size);
+  while (held.size() < opts_.size) {
+    auto l = acquire();
+    if (!l) return l.error();
+    held.push_back(std::move(*l));
+  }
+  return {};  // the leases go back to the idle list here
+}
+
 Result<Pool::Lease> Pool::acquire() {
   auto& m = PoolMetrics::get();
   const auto t0 = std::chrono::steady_clock::now();

@@ -171,6 +171,9 @@ class Pool {
   };
 
   Result<Lease> acquire();
+  // Opens every connection now (start-up, before readiness), so the first burst of
+  // traffic does not pay for opening them (a PostgreSQL backend each).
+  Result<void> prefill();
   size_t open_connections() const;
   size_t in_use() const;
 

@@ -1311,6 +1311,7 @@ Result<std::unique_ptr<PgStore>> PgStore::open(const PgOptions& opts, const Cloc
       return Error::internal("database schema version " + std::to_string(*v) + " is older than this binary's " +
                              std::to_string(pg::kSchemaVersion) + "; apply the migrations first");
   }
+  if (auto p = impl->pool.prefill(); !p) return p.error();
   impl->start();
   return std::unique_ptr<PgStore>(new PgStore(std::move(impl)));
 }
