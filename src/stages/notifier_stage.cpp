@@ -119,6 +119,9 @@ WebhookDispatcher::WebhookDispatcher(DeliveryStore& store, WebhookSender& sender
                                      DispatcherOptions opts)
     : store_(store), sender_(sender), clock_(clock), opts_(std::move(opts)), rng_(opts_.seed) {
   dead_letters_total();  // exported at 0 from the start (alert baseline)
+  // Every outcome exported at 0 from the start too: a scrape right after the first
+  // delivery (or before any) sees the family, and rate() has a baseline.
+  for (const char* o : {"succeeded", "failed_attempt", "dead_lettered", "circuit_open"}) deliveries_total(o);
 }
 
 WebhookDispatcher::~WebhookDispatcher() { stop(); }

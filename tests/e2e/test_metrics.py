@@ -1,6 +1,7 @@
 """/metrics: parsed with our own strict Prometheus text-format parser; the required
 families are present with the right types after some traffic."""
 import json
+import time
 
 import pytest
 
@@ -72,10 +73,18 @@ def test_metrics_exposition(merchant, shared, receiver):
     assert r.status == 201, r
     assert c.create_payment(100, idem=k).header("Idempotent-Replayed") == "true"
     receiver.wait_for(payment_event_pred(r.json["id"]), what="webhook")
-    c.request("DELETE", f"/v1/webhook_endpoints/{ep.json['id']}")
 
-    st, hdrs, body = raw_request(shared.port, "GET", "/metrics")
-    assert st == 200
+    # The dispatcher counts an attempt once it has recorded it, a moment after the
+    # receiver got the request: scrape until it shows (bounded).
+    deadline = time.monotonic() + 10
+    while True:
+        st, hdrs, body = raw_request(shared.port, "GET", "/metrics")
+        assert st == 200
+        fam = promtext.parse(body.decode("utf-8")).get("paystream_webhook_deliveries_total")
+        if (fam and any(x.value >= 1 for x in fam.samples)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    c.request("DELETE", f"/v1/webhook_endpoints/{ep.json['id']}")
     ctype = hdrs.get("content-type", "")
     assert ctype.startswith("text/plain") and "version=0.0.4" in ctype, ctype
     fams = promtext.parse(body.decode("utf-8"))

@@ -143,7 +143,8 @@ struct PoolOptions {
   int wait_timeout_ms = 2000;
 };
 
-// A bounded pool: at most `size` connections, opened lazily; acquire() waits at most
+// A bounded pool: at most `size` connections, opened lazily (or all at once by prefill());
+// acquire() waits at most
 // wait_timeout_ms for a free one (then Error::unavailable "db_pool_exhausted"). A leased
 // connection found broken (PQstatus) is reset before it is handed out; one returned in a
 // transaction is rolled back, or closed if that fails.
