@@ -1,5 +1,5 @@
 // Ledger posting: the fee, the settlement journal entry of a succeeded payment, the
-// balance checks (the stage's own and the store's check_balanced before it writes), and
+// balance invariant (domain/ledger_rules.hpp: one check, run by the stage and both stores), and
 // the whole LedgerStage::handle on a batch of payment.succeeded records.
 #include <benchmark/benchmark.h>
 
@@ -40,19 +40,7 @@ void BM_SettlementEntry(benchmark::State& state) {
 }
 BENCHMARK(BM_SettlementEntry);
 
-// The store-side check (src/domain/store_codec.hpp) on a three-posting settlement entry.
-void BM_CheckBalanced(benchmark::State& state) {
-  const JournalEntry e = settlement_entry(typical_payment(), kFees, 1'735'787'046'000);
-  for (auto _ : state) {
-    auto r = check_balanced(e);
-    benchmark::DoNotOptimize(r);
-    if (!r) state.SkipWithError("settlement entry does not balance");
-  }
-  state.SetItemsProcessed(state.iterations());
-}
-BENCHMARK(BM_CheckBalanced);
-
-// The stage-side check LedgerStage runs before an entry leaves it.
+// The balance invariant (domain/ledger_rules.hpp) the stage and both stores check.
 void BM_EntryBalances(benchmark::State& state) {
   const JournalEntry e = settlement_entry(typical_payment(), kFees, 1'735'787'046'000);
   for (auto _ : state) {

@@ -14,6 +14,7 @@
 #include "common/metrics.hpp"
 #include "domain/event.hpp"
 #include "domain/ids.hpp"
+#include "domain/ledger_rules.hpp"
 #include "domain/json_codec.hpp"
 
 namespace ps {
@@ -208,6 +209,9 @@ struct Api::Impl {
                                                            "Payments durably accepted by the gateway");
   metrics::Counter& limited = metrics::registry().counter("paystream_rate_limited_total",
                                                           "Requests refused by the rate limiter");
+  metrics::Counter& shed = metrics::registry().counter(
+      "paystream_intake_shed_total", "New payments and refunds refused at the pipeline's backlog bound",
+      {{"reason", "backlog"}});
 
   Impl(ApiDeps deps, ApiConfig c) : d(deps), cfg(std::move(c)) {
     wthread = std::thread([this] { wait_loop(); });
@@ -537,9 +541,32 @@ struct Api::Impl {
     return IdempotentStart{std::move(guard), std::move(key.value()), std::move(fp)};
   }
 
+  // Intake admission: refuses new work while the pipeline's backlog is past its bound, so
+  // accepted -> terminal stays bounded at any offered rate (SPEC §2.6). Checked after the
+  // key is known to be new: a retry of an accepted request still replays.
+  std::optional<Error> over_backlog() {
+    if (!d.backlog || (cfg.max_backlog_records == 0 && cfg.max_backlog_age_ms <= 0)) return std::nullopt;
+    const Backlog b = d.backlog->pipeline_backlog(d.clock.now_ms());
+    std::string why;
+    if (cfg.max_backlog_records > 0 && b.records >= cfg.max_backlog_records)
+      why = std::to_string(b.records) + " records wait for the settling stages (bound " +
+            std::to_string(cfg.max_backlog_records) + ")";
+    else if (cfg.max_backlog_age_ms > 0 && b.oldest_age_ms >= cfg.max_backlog_age_ms)
+      why = "the oldest record has waited " + std::to_string(b.oldest_age_ms) + " ms for its stage (bound " +
+            std::to_string(cfg.max_backlog_age_ms) + " ms)";
+    if (why.empty()) return std::nullopt;
+    shed.inc();
+    return Error::unavailable("store_overloaded", "the pipeline is at its backlog bound: " + why +
+                                                      "; retry after Retry-After with the same Idempotency-Key");
+  }
+
   void create_payment(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
     auto start = start_idempotent(ctx, req, respond);
     if (!start) return;
+    if (auto over = over_backlog()) {
+      start->guard->abandon();
+      return fail(respond, *over);
+    }
     const std::string& mid = ctx.merchant.id;
     const std::string& key = start->key;
     const std::string& fp = start->fingerprint;
@@ -719,6 +746,10 @@ struct Api::Impl {
   void create_refund(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
     auto start = start_idempotent(ctx, req, respond);
     if (!start) return;
+    if (auto over = over_backlog()) {
+      start->guard->abandon();
+      return fail(respond, *over);
+    }
     const std::string& mid = ctx.merchant.id;
     const std::string& key = start->key;
     const std::string& fp = start->fingerprint;
@@ -734,14 +765,14 @@ struct Api::Impl {
       return fail(respond, pay ? Error::not_found("no such payment: " + ctx.param) : pay.error());
     }
     const Payment& p = *pay.value();
-    if (p.status != PaymentStatus::succeeded) {
+    // The early check with what the API sees; the store decides again, in its transaction,
+    // with the refunds still processing and the merchant's balance (the same rule).
+    RefundAdmission early;
+    early.requested_minor = in->amount_minor;
+    early.check_balance = false;
+    if (auto admitted = admit_refund(p, early); !admitted) {
       guard->abandon();
-      return fail(respond, Error::unprocessable("payment_not_succeeded", "only a succeeded payment can be refunded"));
-    }
-    if (in->amount_minor > 0 && in->amount_minor > p.amount_minor - p.amount_refunded_minor) {
-      guard->abandon();
-      return fail(respond, Error::unprocessable("amount_exceeds_refundable",
-                                                "amount exceeds what is left to refund", "amount"));
+      return fail(respond, admitted.error());
     }
     int64_t now = d.clock.now_ms();
     Refund rf;

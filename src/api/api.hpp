@@ -15,6 +15,7 @@
 
 #include "api/http_types.hpp"
 #include "common/result.hpp"
+#include "ports/backlog.hpp"
 #include "ports/clock.hpp"
 #include "ports/fast_state.hpp"
 #include "ports/stores.hpp"
@@ -35,6 +36,12 @@ struct ApiConfig {
   // bucket. While it is empty, keys missing from the auth cache answer 429 without a lookup.
   double auth_failure_rate_per_s = 1000;
   int64_t auth_failure_burst = 1000;
+  // Intake admission (SPEC §2.6): with ApiDeps::backlog set, a new payment or refund is
+  // refused with 503 store_overloaded + Retry-After while the settling stages have at
+  // least max_backlog_records records to consume, or the oldest has waited
+  // max_backlog_age_ms. 0 = that bound is off. Retries of a known key still replay.
+  uint64_t max_backlog_records = 0;
+  int64_t max_backlog_age_ms = 0;
 };
 
 struct ApiDeps {
@@ -47,6 +54,7 @@ struct ApiDeps {
   IdempotencyCache& idempotency;
   RateLimiter& rate_limiter;
   const Clock& clock;
+  const BacklogProbe* backlog = nullptr;   // intake admission; null: no bound
 };
 
 struct RouteSpec {

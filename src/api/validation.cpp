@@ -371,7 +371,7 @@ HttpResponse error_response(const Error& e) {
   int status = status_for(e);
   Error shown = e;
   // Store/internal failures are shown as the retryable 503 "unavailable" (never a 500).
-  if (status == 503 && e.code != "draining" && e.code != "unavailable") {
+  if (status == 503 && e.code != "draining" && e.code != "unavailable" && e.code != "store_overloaded") {
     shown.code = "unavailable";
     shown.message = "service temporarily unavailable; retry with the same Idempotency-Key";
     shown.param.clear();

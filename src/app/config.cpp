@@ -35,6 +35,10 @@ Result<void> ServeConfig::validate() const {
   if (rate_limit_burst < 1) return bad("rate_limit_burst", "--rate-limit-burst must be >= 1");
   if (store_max_batch < 1 || store_max_batch > 100000) return bad("store_max_batch", "--store-max-batch must be 1..100000");
   if (store_max_queue < 1 || store_max_queue > 1000000) return bad("store_max_queue", "--store-max-queue must be 1..1000000");
+  if (max_backlog_records < 0 || max_backlog_records > 10000000)
+    return bad("max_backlog_records", "--max-backlog-records must be 0 (off) .. 10000000");
+  if (max_backlog_age_ms < 0 || max_backlog_age_ms > 3600000)
+    return bad("max_backlog_age_ms", "--max-backlog-age-ms must be 0 (off) .. 3600000");
   if (acquirer_timeout_ms < 1) return bad("acquirer_timeout_ms", "--acquirer-timeout-ms must be >= 1");
   if (acquirer_max_attempts < 1 || acquirer_max_attempts > 20) return bad("acquirer_max_attempts", "--acquirer-max-attempts must be 1..20");
   if (acquirer_failure_rate < 0 || acquirer_failure_rate > 1) return bad("acquirer_failure_rate", "--acquirer-failure-rate must be 0..1");
@@ -114,6 +118,12 @@ void add_serve_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--store-max-batch", s.store_max_batch, "most writes in one group commit");
   opt(c, "--store-max-queue", s.store_max_queue,
       "writes waiting for the store before new payments get 503 store_overloaded + Retry-After (bounds queueing delay under overload)");
+  opt(c, "--max-backlog-records", s.max_backlog_records,
+      "records the settling stages (fraud, processor, ledger) have yet to consume before new payments and "
+      "refunds get 503 store_overloaded + Retry-After (bounds accepted -> terminal under overload); 0 = off");
+  opt(c, "--max-backlog-age-ms", s.max_backlog_age_ms,
+      "age of the oldest record a settling stage has yet to consume before new payments get 503 "
+      "store_overloaded; 0 = off (one slow payment, e.g. an acquirer timeout, then stops intake)");
   add_stage_options(c, s);
   opt(c, "--acquirer-latency-ms", s.acquirer_latency_ms, "simulated acquirer latency");
   opt(c, "--acquirer-failure-rate", s.acquirer_failure_rate, "simulated transient failure rate 0..1");

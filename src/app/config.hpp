@@ -34,6 +34,10 @@ struct ServeConfig {
   bool fsync = true;
   int64_t store_max_batch = 512;
   int64_t store_max_queue = 8192;  // queued payments before 503 store_overloaded (load shedding)
+  // Intake admission (serve): records the settling stages have yet to consume, and the
+  // age of the oldest, before new payments get 503 store_overloaded. 0 = off.
+  int64_t max_backlog_records = 4000;
+  int64_t max_backlog_age_ms = 0;
   // Fraud
   std::vector<std::string> fraud_blocklist = {"tok_fraud"};
   int64_t velocity_window_ms = 60000;

@@ -18,6 +18,7 @@
 #include "app/config.hpp"
 #include "app/wiring.hpp"
 #include "common/log.hpp"
+#include "domain/pipeline_backlog.hpp"
 #include "ports/clock.hpp"
 #include "stages/fraud_stage.hpp"
 #include "stages/ledger_stage.hpp"
@@ -98,7 +99,19 @@ int run_serve(const ServeConfig& cfg) {
   runners.push_back(std::make_unique<StageRunner>("notifier", std::vector{topic(topics::settled), topic(topics::failed)}, *store, notifier, clock, run_opts));
 
   // --- API and HTTP ---------------------------------------------------------------
-  Api api(ApiDeps{*store, *store, *store, *store, *store, *store, idempotency, rate_limiter, clock}, api_config(cfg, admin_key));
+  // Intake admission: the backlog of the stages that take a payment to a terminal status.
+  PipelineBacklog backlog({{"fraud", {topic(topics::initiated)}},
+                           {"processor", {topic(topics::validated)}},
+                           {"ledger", {topic(topics::settled), topic(topics::failed)}}});
+  if (auto b = store->attach_backlog(backlog); !b) {
+    log::error("cannot load the pipeline backlog", {{"error", b.error().message}});
+    return 1;
+  }
+  ApiConfig acfg = api_config(cfg, admin_key);
+  acfg.max_backlog_records = uint64_t(cfg.max_backlog_records);
+  acfg.max_backlog_age_ms = cfg.max_backlog_age_ms;
+  Api api(ApiDeps{*store, *store, *store, *store, *store, *store, idempotency, rate_limiter, clock, &backlog},
+          std::move(acfg));
   if (auto w = api.warm(); !w) {
     log::error("cannot warm caches", {{"error", w.error().message}});
     return 1;

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "domain/event.hpp"
+#include "domain/ledger_rules.hpp"
 #include "domain/money.hpp"
 
 namespace ps {
@@ -76,20 +77,25 @@ Result<DeadLetter> decode_dead_letter(const std::string& s) {
   return d;
 }
 
-Result<void> check_balanced(const JournalEntry& e) {
-  if (e.id.empty() || e.postings.empty())
-    return Error::internal("journal entry " + e.id + " has no id or no postings");
-  std::map<std::string, int64_t> sums;
-  for (const auto& p : e.postings) {
-    int64_t out = 0;
-    if (add_overflows(sums[p.currency], p.amount_minor, &out))
-      return Error::internal("journal entry " + e.id + " overflows");
-    sums[p.currency] = out;
-  }
-  for (const auto& [cur, sum] : sums)
-    if (sum != 0)
-      return Error::internal("journal entry " + e.id + " does not balance in " + cur + " (sum " +
-                             std::to_string(sum) + ")");
+Result<void> check_outcome(const PaymentOutcome& o) {
+  const Payment& p = o.payment;
+  if (p.status == PaymentStatus::processing) return Error::internal("payment outcome for " + p.id + " is not terminal");
+  if ((p.status == PaymentStatus::succeeded) != o.settlement.has_value())
+    return Error::internal("payment outcome for " + p.id + ": settlement present iff succeeded");
+  if (o.settlement && (o.settlement->kind != EntryKind::settlement || o.settlement->payment_id != p.id))
+    return Error::internal("payment outcome for " + p.id + ": settlement entry of another kind or payment");
+  if (o.settlement) assert_balanced(*o.settlement, "payment outcome");
+  return {};
+}
+
+Result<void> check_outcome(const RefundOutcome& o) {
+  const Refund& r = o.refund;
+  if (r.status == RefundStatus::processing) return Error::internal("refund outcome for " + r.id + " is not terminal");
+  if ((r.status == RefundStatus::succeeded) != o.reversal.has_value())
+    return Error::internal("refund outcome for " + r.id + ": reversal present iff succeeded");
+  if (o.reversal && (o.reversal->kind != EntryKind::refund || o.reversal->refund_id != r.id))
+    return Error::internal("refund outcome for " + r.id + ": reversal entry of another kind or refund");
+  if (o.reversal) assert_balanced(*o.reversal, "refund outcome");
   return {};
 }
 

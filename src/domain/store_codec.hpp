@@ -1,6 +1,6 @@
 // The JSON shapes both durable stores (SQLite, PostgreSQL) keep in text columns, and the
-// balance check every store runs before it writes a journal entry — one definition, so
-// the two shapes store and refuse exactly the same things.
+// checks every store runs on a stage's outcomes before it writes them — one definition,
+// so the two shapes store and refuse exactly the same things.
 #pragma once
 #include <string>
 #include <vector>
@@ -20,7 +20,10 @@ std::vector<std::string> strings_from_json(const std::string& s);  // bad JSON: 
 std::string encode_dead_letter(const DeadLetter& d);
 Result<DeadLetter> decode_dead_letter(const std::string& s);
 
-// Postings non-empty and summing to zero per currency (no overflow); internal error if not.
-Result<void> check_balanced(const JournalEntry& e);
+// A terminal outcome is well formed: terminal status, an entry iff succeeded, of the right
+// kind and subject (internal error if not: nothing is written). Its entry must balance:
+// an unbalanced one stops the process (assert_balanced, domain/ledger_rules.hpp).
+Result<void> check_outcome(const PaymentOutcome& o);
+Result<void> check_outcome(const RefundOutcome& o);
 
 }  // namespace ps

@@ -6,17 +6,11 @@
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "domain/ids.hpp"
+#include "domain/ledger_rules.hpp"
 #include "domain/money.hpp"
 
 namespace ps {
 namespace {
-void check_balanced(const JournalEntry& e) {
-  if (!entry_balances(e)) {
-    log::error("BUG: journal entry does not sum to zero per currency; aborting",
-               {{"entry_id", e.id}, {"payment_id", e.payment_id}});
-    std::abort();
-  }
-}
 void count_payment(PaymentStatus s) {
   metrics::registry()
       .counter("paystream_payments_total", "Payments reaching a terminal status",
@@ -25,10 +19,6 @@ void count_payment(PaymentStatus s) {
 }
 }  // namespace
 
-std::string merchant_available_account(const std::string& merchant_id) {
-  return "merchant:" + merchant_id + ":available";
-}
-
 int64_t fee_for(int64_t amount_minor, const FeeConfig& fees) {
   if (amount_minor <= 0) return 0;
   __int128 f = (__int128)amount_minor * std::max<int64_t>(0, fees.fee_bps) / 10'000;
@@ -36,18 +26,6 @@ int64_t fee_for(int64_t amount_minor, const FeeConfig& fees) {
   if (f > amount_minor) f = amount_minor;
   if (f < 0) f = 0;
   return static_cast<int64_t>(f);
-}
-
-bool entry_balances(const JournalEntry& e) {
-  std::map<std::string, int64_t> sums;
-  for (const auto& p : e.postings) {
-    int64_t out = 0;
-    if (add_overflows(sums[p.currency], p.amount_minor, &out)) return false;
-    sums[p.currency] = out;
-  }
-  for (const auto& [cur, s] : sums)
-    if (s != 0) return false;
-  return !e.postings.empty();
 }
 
 JournalEntry settlement_entry(const Payment& p, const FeeConfig& fees, int64_t created_ms) {
@@ -105,7 +83,7 @@ Result<Effects> LedgerStage::handle(const std::vector<Record>& batch) {
         o.payment.status = PaymentStatus::succeeded;
         o.payment.failure_code.clear();
         JournalEntry e = settlement_entry(o.payment, fees_, rec.event.time_ms);
-        check_balanced(e);
+        assert_balanced(e, "ledger stage");
         o.settlement = std::move(e);
       } else {
         o.payment.status = PaymentStatus::failed;
@@ -126,7 +104,7 @@ Result<Effects> LedgerStage::handle(const std::vector<Record>& batch) {
         o.refund.status = RefundStatus::succeeded;
         o.refund.failure_code.clear();
         JournalEntry e = refund_entry(o.refund, rec.event.time_ms);
-        check_balanced(e);
+        assert_balanced(e, "ledger stage");
         o.reversal = std::move(e);
       } else {
         o.refund.status = RefundStatus::failed;

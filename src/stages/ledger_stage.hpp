@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 
+#include "domain/ledger_rules.hpp"  // account names, entry_balances
 #include "ports/clock.hpp"
 #include "ports/event_log.hpp"
 #include "stages/stage_runner.hpp"
@@ -28,14 +29,8 @@ struct FeeConfig {
   int64_t fee_fixed_minor = 0;  // added per payment
 };
 
-std::string merchant_available_account(const std::string& merchant_id);
-inline constexpr std::string_view kClearingAccount = "acquirer:clearing";
-inline constexpr std::string_view kFeesAccount = "platform:fees";
-
 // Fee for an amount: amount * bps / 10000 + fixed, clamped to [0, amount]. Overflow-safe.
 int64_t fee_for(int64_t amount_minor, const FeeConfig& fees);
-// True iff the postings sum to zero for every currency and none overflows.
-bool entry_balances(const JournalEntry& e);
 // Settlement entry of a succeeded payment (id deterministic_id("je_", payment id, "settlement")).
 JournalEntry settlement_entry(const Payment& p, const FeeConfig& fees, int64_t created_ms);
 // Reversal entry of a succeeded refund (id deterministic_id("je_", refund id, "refund")).

@@ -165,6 +165,21 @@ TEST_F(SqliteStoreTest, TerminalListenerGetsNewlyTerminalPaymentsOnce) {
   EXPECT_EQ(seen, std::vector<std::string>{p.id});
 }
 
+// An unbalanced entry is a bug upstream: the process stops before it is posted
+// (domain/ledger_rules.hpp), it is not refused with a retryable error and retried for ever.
+TEST_F(SqliteStoreTest, UnbalancedSettlementStopsTheProcessBeforeAnythingIsWritten) {
+  auto s = open();
+  auto cmd = payment_cmd("mer_1", "k", 10, 1);
+  Payment p = cmd.payment;
+  ASSERT_TRUE(accept_payment_sync(*s, std::move(cmd)).ok());
+  Effects bad = succeed_payment(p, 2);
+  bad.payment_outcomes[0].settlement->postings[0].amount_minor += 1;
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH((void)s->commit("ledger", {}, bad), "does not balance");
+  EXPECT_EQ(s->get_payment("mer_1", p.id)->value().status, PaymentStatus::processing);
+  EXPECT_TRUE(s->entries_for_payment("mer_1", p.id)->empty());
+}
+
 TEST_F(SqliteStoreTest, SyncWriteFromACallbackIsRefusedNotDeadlocked) {
   auto s = open();
   std::promise<Result<void>> inner;

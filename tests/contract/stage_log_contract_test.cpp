@@ -87,7 +87,9 @@ TEST_P(StageLogContract, FailedCommitLeavesNeitherEffectsNorPosition) {
   ASSERT_EQ(recs.size(), 1u);
 
   Effects fx = succeed_payment(p, now);
-  fx.payment_outcomes[0].settlement->postings[1].amount_minor = -999;  // does not balance
+  // Not terminal: refused with an error (an unbalanced entry would stop the process instead,
+  // see the stores' death tests).
+  fx.payment_outcomes[0].payment.status = PaymentStatus::processing;
   fx.produce.push_back(test_event(p.id, event_types::payment_succeeded, now));
   MerchantEvent me{"evt_x", "mer_1", "payment.succeeded", "{}", now};
   fx.merchant_events.push_back(me);

@@ -840,11 +840,13 @@ TEST_F(PgStoreTest, ApplyIsIdempotentAndPositionsNeverMoveBackwards) {
     EXPECT_EQ(changed.back().amount_refunded_minor, 300) << "the refunded payment went to the change listener";
   }
 
-  // Unbalanced entries are refused before anything is written.
+  // An unbalanced entry is a bug upstream: the process stops before anything is written
+  // (domain/ledger_rules.hpp assert_balanced), it is never retried.
   Payment q = accepted_payment("mer_1", "k2", 50);
   Effects bad = succeed_payment(q, clock.now_ms());
   bad.payment_outcomes[0].settlement->postings[0].amount_minor += 1;
-  EXPECT_FALSE(store->apply("ledger", {{"tx.validated", 0, 99, {}}}, bad).ok());
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH((void)store->apply("ledger", {{"tx.validated", 0, 99, {}}}, bad), "does not balance");
   EXPECT_EQ(store->positions("ledger")->at({"tx.validated", 0}), 6);
   EXPECT_EQ(store->get_payment("mer_1", q.id)->value().status, PaymentStatus::processing);
 }

@@ -91,6 +91,7 @@
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "domain/ids.hpp"
+#include "domain/ledger_rules.hpp"
 #include "domain/money.hpp"
 #include "domain/store_codec.hpp"
 
@@ -168,7 +169,6 @@ double since(std::chrono::steady_clock::time_point t0) {
 
 // Encoding helpers and the balance check: domain/store_codec.hpp (shared with SQLite).
 
-std::string available_account(const std::string& merchant_id) { return "merchant:" + merchant_id + ":available"; }
 
 // ---------- row decoders ----------
 
@@ -955,10 +955,6 @@ Result<void> PgStore::Impl::refund_body(Conn& c, IntakeJob& j) {
     if (q.rows() == 0) return Error::not_found("no payment " + refund.payment_id);
     payment = read_payment(q, 0);
   }
-  if (payment.status != PaymentStatus::succeeded)
-    return Error::unprocessable("payment_not_succeeded",
-                                "payment " + payment.id + " is " + std::string(to_string(payment.status)) +
-                                    "; only succeeded payments can be refunded");
   int64_t processing_for_payment = 0, available = 0, processing_for_merchant = 0;
   {
     // One statement, one snapshot: a ledger commit between separate reads could otherwise
@@ -968,23 +964,16 @@ Result<void> PgStore::Impl::refund_body(Conn& c, IntakeJob& j) {
             "(SELECT COALESCE(-SUM(amount_minor), 0) FROM postings WHERE account = $2 AND currency = $3), "
             "(SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE merchant_id = $4 AND currency = $3 "
             "AND status = 'processing')",
-            Params(payment.id, available_account(payment.merchant_id), payment.currency, payment.merchant_id));
+            Params(payment.id, merchant_available_account(payment.merchant_id), payment.currency, payment.merchant_id));
     processing_for_payment = q.i64(0, 0);
     available = q.i64(0, 1);
     processing_for_merchant = q.i64(0, 2);
   }
-  const int64_t refundable = payment.amount_minor - payment.amount_refunded_minor - processing_for_payment;
-  if (refund.amount_minor < 0) return Error::invalid("amount_invalid", "refund amount must be positive", "amount");
-  if (refund.amount_minor == 0) refund.amount_minor = refundable;
-  if (refund.amount_minor <= 0 || refund.amount_minor > refundable)
-    return Error::unprocessable("amount_exceeds_refundable",
-                                "at most " + std::to_string(std::max<int64_t>(refundable, 0)) +
-                                    " can still be refunded on payment " + payment.id,
-                                "amount");
+  auto amount = admit_refund(payment, RefundAdmission{refund.amount_minor, processing_for_payment, available,
+                                                      processing_for_merchant});
+  if (!amount) return amount.error();
+  refund.amount_minor = *amount;
   refund.currency = payment.currency;
-  if (available - processing_for_merchant < refund.amount_minor)
-    return Error::unprocessable("insufficient_balance",
-                                "the available " + payment.currency + " balance does not cover this refund");
 
   const Event& ge = cmd.requested;
   Event ev = make_refund_event(refund, ge.type.empty() ? event_types::refund_requested : ge.type,
@@ -1426,7 +1415,7 @@ Result<std::vector<Balance>> PgStore::balances(const std::string& merchant_id) {
   PS_EXEC(q, c,
           "SELECT currency, -SUM(amount_minor) FROM postings WHERE account = $1 GROUP BY currency "
           "ORDER BY currency COLLATE \"C\"",
-          Params(available_account(merchant_id)));
+          Params(merchant_available_account(merchant_id)));
   for (int i = 0; i < q.rows(); ++i) out.push_back(Balance{q.text(i, 0), q.i64(i, 1)});
   return out;
 }
@@ -1739,26 +1728,8 @@ Result<bool> PgStore::redeliver(const std::string& merchant_id, const std::strin
 
 Result<void> PgStore::apply(const std::string& group, const std::vector<Record>& consumed, const Effects& effects) {
   // Validation first: nothing is sent for an outcome the embedded store would refuse.
-  for (const auto& po : effects.payment_outcomes) {
-    const Payment& p = po.payment;
-    if (p.status == PaymentStatus::processing)
-      return Error::internal("payment outcome for " + p.id + " is not terminal");
-    if ((p.status == PaymentStatus::succeeded) != po.settlement.has_value())
-      return Error::internal("payment outcome for " + p.id + ": settlement present iff succeeded");
-    if (po.settlement && (po.settlement->kind != EntryKind::settlement || po.settlement->payment_id != p.id))
-      return Error::internal("payment outcome for " + p.id + ": settlement entry of another kind or payment");
-    if (po.settlement) PS_TRY(check_balanced(*po.settlement));
-  }
-  for (const auto& ro : effects.refund_outcomes) {
-    const Refund& r = ro.refund;
-    if (r.status == RefundStatus::processing)
-      return Error::internal("refund outcome for " + r.id + " is not terminal");
-    if ((r.status == RefundStatus::succeeded) != ro.reversal.has_value())
-      return Error::internal("refund outcome for " + r.id + ": reversal present iff succeeded");
-    if (ro.reversal && (ro.reversal->kind != EntryKind::refund || ro.reversal->refund_id != r.id))
-      return Error::internal("refund outcome for " + r.id + ": reversal entry of another kind or refund");
-    if (ro.reversal) PS_TRY(check_balanced(*ro.reversal));
-  }
+  for (const auto& po : effects.payment_outcomes) PS_TRY(check_outcome(po));
+  for (const auto& ro : effects.refund_outcomes) PS_TRY(check_outcome(ro));
   const int64_t now = impl_->clock.now_ms();
   std::map<TopicPartition, int64_t> next;
   for (const auto& r : consumed) {

@@ -10,7 +10,9 @@
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "domain/ids.hpp"
+#include "domain/ledger_rules.hpp"
 #include "domain/money.hpp"
+#include "domain/pipeline_backlog.hpp"
 #include "domain/store_codec.hpp"
 
 namespace ps {
@@ -173,14 +175,13 @@ Record read_record(const Query& q) {
   return r;
 }
 
-std::string available_account(const std::string& merchant_id) { return "merchant:" + merchant_id + ":available"; }
 
 // ---------- write helpers (run on the writer connection inside a job) ----------
 
 // Appends `e` to `topic` with replay generation `replay`; false if (topic, id, replay)
-// already existed.
+// already existed. An appended event is noted in `ctx` (for the pipeline backlog).
 Result<bool> append_event(Db& db, std::string_view topic, const Event& e, int64_t replay, int64_t now_ms,
-                          int64_t* offset_out = nullptr) {
+                          SqliteStore::JobCtx& ctx, int64_t* offset_out = nullptr) {
   PS_QUERY(q, db,
            "INSERT INTO events(topic, partition, key, id, type, source, time_ms, traceparent, data, replay, "
            "created_ms) VALUES(?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
@@ -188,7 +189,12 @@ Result<bool> append_event(Db& db, std::string_view topic, const Event& e, int64_
   q.bind_all(topic, e.key, e.id, e.type, e.source, e.time_ms, e.traceparent, e.data, replay, now_ms);
   PS_TRY(q.exec());
   bool inserted = db.changes() > 0;
-  if (inserted && offset_out) *offset_out = db.last_insert_rowid();
+  if (inserted) {
+    const int64_t offset = db.last_insert_rowid();
+    if (offset_out) *offset_out = offset;
+    ctx.appended = true;
+    ctx.events.emplace_back(std::string(topic), offset);
+  }
   return inserted;
 }
 
@@ -202,7 +208,7 @@ Result<void> append_dead_letter(Db& db, const DeadLetter& d, const std::string& 
   e.key = d.original.event.key;
   e.traceparent = d.original.event.traceparent;
   e.data = encode_dead_letter(d);
-  auto r = append_event(db, topics::dlq, e, 0, now_ms);
+  auto r = append_event(db, topics::dlq, e, 0, now_ms, ctx);
   if (!r) return r.error();
   if (*r) {
     ctx.appended = true;
@@ -222,11 +228,7 @@ std::string stage_dead_letter_id(const DeadLetter& d) {
 
 
 Result<void> insert_entry(Db& db, const JournalEntry& e) {
-  if (auto r = check_balanced(e); !r) {
-    log::error("refusing unbalanced journal entry",
-               {{"entry_id", e.id}, {"payment_id", e.payment_id}, {"error", r.error().message}});
-    return r;
-  }
+  assert_balanced(e, "sqlite store");
   {
     PS_QUERY(q, db,
              "INSERT INTO journal_entries(id, kind, merchant_id, payment_id, refund_id, created_ms) "
@@ -593,6 +595,8 @@ void SqliteStore::run_batch(std::vector<Job>& batch) {
       batch_ctx.appended |= ctx.appended;
       batch_ctx.terminal_ids.insert(batch_ctx.terminal_ids.end(), ctx.terminal_ids.begin(),
                                     ctx.terminal_ids.end());
+      batch_ctx.events.insert(batch_ctx.events.end(), ctx.events.begin(), ctx.events.end());
+      batch_ctx.positions.insert(batch_ctx.positions.end(), ctx.positions.begin(), ctx.positions.end());
     } else {
       auto rb = db.exec("ROLLBACK TO job");
       if (rb) rb = db.exec("RELEASE job");
@@ -615,6 +619,11 @@ void SqliteStore::run_batch(std::vector<Job>& batch) {
   m.tx_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   m.batch_size.observe(double(batch.size()));
 
+  if (PipelineBacklog* backlog = backlog_.load()) {
+    const int64_t now = clock_.now_ms();
+    for (const auto& [topic, offset] : batch_ctx.events) backlog->appended(topic, offset, now);
+    for (const auto& [group, topic, position] : batch_ctx.positions) backlog->consumed(group, topic, position);
+  }
   if (batch_ctx.appended) {
     {
       std::lock_guard g(ev_mu_);
@@ -701,18 +710,13 @@ Result<void> SqliteStore::commit(const std::string& group, const std::vector<Rec
   const int64_t now = clock_.now_ms();
   return run_sync([group, positions, fx, now](Db& db, JobCtx& ctx) -> Result<void> {
     for (const auto& e : fx->produce) {
-      auto r = append_event(db, topic_for(e.type), e, 0, now);
+      auto r = append_event(db, topic_for(e.type), e, 0, now, ctx);
       if (!r) return r.error();
       ctx.appended |= *r;
     }
     for (const auto& po : fx->payment_outcomes) {
       const Payment& p = po.payment;
-      if (p.status == PaymentStatus::processing)
-        return Error::internal("payment outcome for " + p.id + " is not terminal");
-      if ((p.status == PaymentStatus::succeeded) != po.settlement.has_value())
-        return Error::internal("payment outcome for " + p.id + ": settlement present iff succeeded");
-      if (po.settlement && (po.settlement->kind != EntryKind::settlement || po.settlement->payment_id != p.id))
-        return Error::internal("payment outcome for " + p.id + ": settlement entry of another kind or payment");
+      PS_TRY(check_outcome(po));
       {
         PS_QUERY(q, db,
                  "UPDATE payments SET status = ?1, failure_code = ?2, updated_ms = ?3 "
@@ -726,12 +730,7 @@ Result<void> SqliteStore::commit(const std::string& group, const std::vector<Rec
     }
     for (const auto& ro : fx->refund_outcomes) {
       const Refund& r = ro.refund;
-      if (r.status == RefundStatus::processing)
-        return Error::internal("refund outcome for " + r.id + " is not terminal");
-      if ((r.status == RefundStatus::succeeded) != ro.reversal.has_value())
-        return Error::internal("refund outcome for " + r.id + ": reversal present iff succeeded");
-      if (ro.reversal && (ro.reversal->kind != EntryKind::refund || ro.reversal->refund_id != r.id))
-        return Error::internal("refund outcome for " + r.id + ": reversal entry of another kind or refund");
+      PS_TRY(check_outcome(ro));
       std::string payment_id;
       int64_t amount = 0;
       bool changed = false;
@@ -769,6 +768,7 @@ Result<void> SqliteStore::commit(const std::string& group, const std::vector<Rec
                "ON CONFLICT(group_id, topic) DO UPDATE SET position = max(position, excluded.position)");
       q.bind_all(group, topic, offset);
       PS_TRY(q.exec());
+      ctx.positions.emplace_back(group, topic, offset);
     }
     return {};
   });
@@ -779,6 +779,26 @@ Result<int64_t> SqliteStore::count_events(const std::string& topic) {
   PS_QUERY(q, db, "SELECT COUNT(*) FROM events WHERE topic = ?1");
   q.bind(1, topic);
   return scalar_i64(q);
+}
+
+Result<void> SqliteStore::attach_backlog(PipelineBacklog& backlog) {
+  {
+    PS_LEASE(db);
+    for (const auto& [group, topic] : backlog.tracked()) {
+      PS_QUERY(q, db,
+               "SELECT offset, created_ms FROM events WHERE topic = ?1 AND offset > "
+               "COALESCE((SELECT position FROM consumer_positions WHERE group_id = ?2 AND topic = ?1), 0) "
+               "ORDER BY offset");
+      q.bind_all(topic, group);
+      for (;;) {
+        PS_STEP(row, q);
+        if (!row) break;
+        backlog.appended(topic, q.i64(0), q.i64(1));
+      }
+    }
+  }
+  backlog_.store(&backlog);
+  return {};
 }
 
 // ---------- DeadLetterStore ----------
@@ -866,7 +886,7 @@ Result<void> SqliteStore::replay_dead_letter(int64_t offset) {
       generation = *g;
     }
     int64_t new_offset = 0;
-    auto ins = append_event(db, orig.topic, event, generation, now, &new_offset);
+    auto ins = append_event(db, orig.topic, event, generation, now, ctx, &new_offset);
     if (!ins) return ins.error();
     if (!*ins) return Error::internal("replayed event was not appended");
     ctx.appended = true;
@@ -919,7 +939,7 @@ void SqliteStore::accept_payment(AcceptPayment cmd, AcceptCallback cb) {
         return r.error();
       }
     }
-    auto ins = append_event(db, topic_for(c->initiated.type), c->initiated, 0, now);
+    auto ins = append_event(db, topic_for(c->initiated.type), c->initiated, 0, now, ctx);
     if (!ins) return ins.error();
     ctx.appended |= *ins;
     PS_TRY(insert_idempotency(db, c->record));
@@ -956,10 +976,6 @@ void SqliteStore::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
       if (!row) return Error::not_found("no payment " + refund.payment_id);
       payment = read_payment(q);
     }
-    if (payment.status != PaymentStatus::succeeded)
-      return Error::unprocessable("payment_not_succeeded",
-                                  "payment " + payment.id + " is " + std::string(to_string(payment.status)) +
-                                      "; only succeeded payments can be refunded");
     int64_t processing_for_payment = 0;
     {
       PS_QUERY(q, db,
@@ -969,20 +985,10 @@ void SqliteStore::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
       if (!s) return s.error();
       processing_for_payment = *s;
     }
-    const int64_t refundable = payment.amount_minor - payment.amount_refunded_minor - processing_for_payment;
-    if (refund.amount_minor < 0)
-      return Error::invalid("amount_invalid", "refund amount must be positive", "amount");
-    if (refund.amount_minor == 0) refund.amount_minor = refundable;
-    if (refund.amount_minor <= 0 || refund.amount_minor > refundable)
-      return Error::unprocessable("amount_exceeds_refundable",
-                                  "at most " + std::to_string(std::max<int64_t>(refundable, 0)) +
-                                      " can still be refunded on payment " + payment.id,
-                                  "amount");
-    refund.currency = payment.currency;
     int64_t available = 0;
     {
       PS_QUERY(q, db, "SELECT COALESCE(-SUM(amount_minor), 0) FROM postings WHERE account = ?1 AND currency = ?2");
-      q.bind_all(available_account(payment.merchant_id), payment.currency);
+      q.bind_all(merchant_available_account(payment.merchant_id), payment.currency);
       auto s = scalar_i64(q);
       if (!s) return s.error();
       available = *s;
@@ -997,9 +1003,11 @@ void SqliteStore::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
       if (!s) return s.error();
       processing_for_merchant = *s;
     }
-    if (available - processing_for_merchant < refund.amount_minor)
-      return Error::unprocessable("insufficient_balance",
-                                  "the available " + payment.currency + " balance does not cover this refund");
+    auto amount = admit_refund(payment, RefundAdmission{refund.amount_minor, processing_for_payment, available,
+                                                        processing_for_merchant});
+    if (!amount) return amount.error();
+    refund.amount_minor = *amount;
+    refund.currency = payment.currency;
     {
       PS_QUERY(q, db,
                "INSERT INTO refunds(id, payment_id, merchant_id, idempotency_key, amount_minor, currency, status, "
@@ -1019,7 +1027,7 @@ void SqliteStore::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
                                  given.source.empty() ? "/paystream/gateway" : given.source,
                                  given.time_ms ? given.time_ms : now, given.traceparent);
     if (!given.id.empty()) ev.id = given.id;
-    auto ins = append_event(db, topic_for(ev.type), ev, 0, now);
+    auto ins = append_event(db, topic_for(ev.type), ev, 0, now, ctx);
     if (!ins) return ins.error();
     ctx.appended |= *ins;
     IdempotencyRecord rec = c->record;
@@ -1113,7 +1121,7 @@ Result<std::vector<Balance>> SqliteStore::balances(const std::string& merchant_i
   PS_LEASE(db);
   PS_QUERY(q, db,
            "SELECT currency, -SUM(amount_minor) FROM postings WHERE account = ?1 GROUP BY currency ORDER BY currency");
-  q.bind(1, available_account(merchant_id));
+  q.bind(1, merchant_available_account(merchant_id));
   for (;;) {
     PS_STEP(row, q);
     if (!row) break;

@@ -46,6 +46,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "common/result.hpp"
@@ -58,6 +59,7 @@ namespace ps {
 namespace sqlite {
 class Db;
 }
+class PipelineBacklog;
 
 struct SqliteOptions {
   std::string path;           // database file; created if missing
@@ -93,6 +95,10 @@ class SqliteStore final : public StageLog,
   void set_terminal_listener(std::function<void(const std::vector<std::string>&)> fn);
   // Number of events appended to `topic` (replays included).
   Result<int64_t> count_events(const std::string& topic);
+  // Feeds `backlog` (which must outlive the store) with every event appended to and every
+  // position committed on its tracked topics, after loading the records already waiting.
+  // Call before traffic starts.
+  Result<void> attach_backlog(PipelineBacklog& backlog);
 
   // StageLog
   Result<std::vector<Record>> poll(const std::string& group, const std::vector<std::string>& topics,
@@ -149,6 +155,8 @@ class SqliteStore final : public StageLog,
   struct JobCtx {
     bool appended = false;                  // events were appended (wake pollers)
     std::vector<std::string> terminal_ids;  // payments that became terminal
+    std::vector<std::pair<std::string, int64_t>> events;                  // (topic, offset) appended
+    std::vector<std::tuple<std::string, std::string, int64_t>> positions; // (group, topic, position)
   };
 
  private:
@@ -185,6 +193,7 @@ class SqliteStore final : public StageLog,
   std::condition_variable ck_cv_;
   bool ck_stopping_ = false;
 
+  std::atomic<PipelineBacklog*> backlog_{nullptr};
   std::mutex listener_mu_;
   std::function<void(const std::vector<std::string>&)> terminal_listener_;
 

@@ -787,3 +787,50 @@ TEST(ApiPreferWait, ParkedBytesAreBounded) {
   EXPECT_EQ(fut3.wait_for(100ms), std::future_status::timeout);
   EXPECT_EQ(h.api->waiting(), 1u);
 }
+
+// Intake admission (SPEC §2.6): past the pipeline's backlog bound, new payments get 503
+// store_overloaded with Retry-After and nothing is stored; a retry of an accepted key
+// still replays; below the bound intake goes on.
+struct FixedBacklog final : BacklogProbe {
+  Backlog value;
+  Backlog pipeline_backlog(int64_t) const override { return value; }
+};
+
+TEST(ApiAdmission, BacklogBoundShedsNewPaymentsOnly) {
+  ApiConfig cfg = test_config();
+  cfg.max_backlog_records = 100;
+  cfg.max_backlog_age_ms = 5000;
+  Harness h(cfg);
+  FixedBacklog probe;
+  h.api = std::make_unique<Api>(ApiDeps{h.s, h.s, h.s, h.s, h.s, h.s, h.cache, h.rl, h.clock, &probe}, cfg);
+  h.api->set_ready(true);
+  std::string key = h.merchant();
+  probe.value = {99, 10};
+  ASSERT_EQ(h.pay(key, "before", kPayBody).status, 202);
+  const size_t stored = h.s.payments.size();
+
+  probe.value = {100, 10};
+  auto r = h.pay(key, "over-count", kPayBody);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(err_code(r), "store_overloaded");
+  EXPECT_EQ(hdr(r, "Retry-After"), "1");
+  EXPECT_EQ(h.s.payments.size(), stored) << "a shed payment must not be stored";
+  auto replay = h.pay(key, "before", kPayBody);
+  EXPECT_EQ(replay.status, 202);
+  EXPECT_EQ(hdr(replay, "Idempotent-Replayed"), "true");
+
+  probe.value = {1, 5000};
+  EXPECT_EQ(err_code(h.pay(key, "over-age", kPayBody)), "store_overloaded");
+
+  probe.value = {0, 0};
+  EXPECT_EQ(h.pay(key, "over-count", kPayBody).status, 202) << "the shed key was left unused";
+}
+
+TEST(ApiAdmission, NoBoundConfiguredAdmitsEverything) {
+  Harness h;
+  FixedBacklog probe;
+  probe.value = {1'000'000, 1'000'000};
+  h.api = std::make_unique<Api>(ApiDeps{h.s, h.s, h.s, h.s, h.s, h.s, h.cache, h.rl, h.clock, &probe}, test_config());
+  h.api->set_ready(true);
+  EXPECT_EQ(h.pay(h.merchant(), "k", kPayBody).status, 202);
+}
