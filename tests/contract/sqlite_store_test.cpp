@@ -62,7 +62,7 @@ TEST_F(SqliteStoreTest, SchemaHasTheTablesAndColumnsOthersRead) {
   std::set<std::string> c(cols.begin(), cols.end());
   for (const char* name : {"offset", "topic", "partition", "key", "id", "type", "source", "time_ms", "traceparent", "data"})
     EXPECT_TRUE(c.count(name)) << name;
-  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"1"});
+  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"2"});
   EXPECT_EQ(sql("PRAGMA journal_mode"), std::vector<std::string>{"wal"});
 }
 
@@ -76,9 +76,102 @@ TEST_F(SqliteStoreTest, ReopenIsANoOpMigrationAndKeepsData) {
     EXPECT_EQ(s->list_payments("mer_1", std::nullopt, Page{10, ""})->size(), 1u);
     EXPECT_EQ(*s->count_events("tx.initiated"), 1);
   }
-  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"1"});
+  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"2"});
   EXPECT_EQ(sql("SELECT status FROM payments"), std::vector<std::string>{"processing"});
   EXPECT_EQ(sql("SELECT topic || ':' || partition FROM events"), std::vector<std::string>{"tx.initiated:0"});
+}
+
+// Balances are maintained (schema v2), never summed: after captures, succeeded and failed
+// refunds, every account's row equals the sum of its postings, and the reservations equal
+// the refunds still processing.
+class MaintainedBalances : public SqliteStoreTest {
+ protected:
+  void run_history(SqliteStore& s) {
+    Payment a = accepted("a", 1000, s), b = accepted("b", 500, s);
+    ASSERT_TRUE(s.commit("ledger", {}, succeed_payment(a, 2, 30)).ok());
+    ASSERT_TRUE(s.commit("ledger", {}, succeed_payment(b, 3)).ok());
+    refund_ok = refund(s, a.id, "r1", 200);
+    refund_failed = refund(s, a.id, "r2", 100);
+    refund_open = refund(s, b.id, "r3", 50);
+    Effects fx;
+    Refund ok = refund_ok;
+    ok.status = RefundStatus::succeeded;
+    ok.updated_ms = 5;
+    fx.refund_outcomes.push_back({ok, reversal_for(ok)});
+    Refund no = refund_failed;
+    no.status = RefundStatus::failed;
+    no.failure_code = "refund_declined";
+    fx.refund_outcomes.push_back({no, std::nullopt});
+    ASSERT_TRUE(s.commit("ledger", {}, fx).ok());
+  }
+  Payment accepted(const std::string& key, int64_t amount, SqliteStore& s) {
+    auto cmd = payment_cmd("mer_1", key, amount, 1);
+    Payment p = cmd.payment;
+    EXPECT_TRUE(accept_payment_sync(s, std::move(cmd)).ok());
+    return p;
+  }
+  Refund refund(SqliteStore& s, const std::string& payment_id, const std::string& key, int64_t amount) {
+    auto cmd = refund_cmd("mer_1", payment_id, key, amount, 4);
+    Refund r = cmd.refund;
+    auto out = accept_refund_sync(s, std::move(cmd));
+    EXPECT_TRUE(out.ok() && out->created) << (out ? "" : out.error().message);
+    r.currency = "EUR";
+    return r;
+  }
+  void expect_consistent() {
+    EXPECT_EQ(sql("SELECT count(*) FROM (SELECT account, currency, SUM(amount_minor) s FROM postings "
+                  "GROUP BY account, currency) p LEFT JOIN account_balances b USING (account, currency) "
+                  "WHERE b.amount_minor IS NOT p.s"),
+              std::vector<std::string>{"0"});
+    EXPECT_EQ(sql("SELECT count(*) FROM account_balances"),
+              sql("SELECT count(*) FROM (SELECT DISTINCT account, currency FROM postings)"));
+    EXPECT_EQ(sql("SELECT group_concat(id || '=' || amount_refunding_minor) FROM payments ORDER BY id"),
+              sql("SELECT group_concat(p.id || '=' || (SELECT COALESCE(SUM(r.amount_minor), 0) FROM refunds r "
+                  "WHERE r.payment_id = p.id AND r.status = 'processing')) FROM payments p ORDER BY p.id"));
+    EXPECT_EQ(sql("SELECT COALESCE(SUM(amount_minor), 0) FROM refund_reservations"),
+              sql("SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE status = 'processing'"));
+  }
+  Refund refund_ok, refund_failed, refund_open;
+};
+
+TEST_F(MaintainedBalances, RowsEqualTheSumOfPostingsAndOpenRefunds) {
+  auto s = open();
+  run_history(*s);
+  expect_consistent();
+  // merchant: 970 + 500 credited, 200 refunded back.
+  auto bal = s->balances("mer_1");
+  ASSERT_TRUE(bal && bal->size() == 1u);
+  EXPECT_EQ((*bal)[0].available_minor, 970 + 500 - 200);
+  EXPECT_EQ(sql("SELECT amount_minor FROM refund_reservations"), std::vector<std::string>{"50"});
+  // Admission reads the maintained rows: 1270 available, 50 reserved.
+  auto too_much = accept_refund_sync(*s, refund_cmd("mer_1", refund_open.payment_id, "r4", 451, 6));
+  ASSERT_FALSE(too_much);
+  EXPECT_EQ(too_much.error().code, "amount_exceeds_refundable");   // 500 - 50 processing
+}
+
+TEST_F(MaintainedBalances, MigrationFromVersion1BackfillsFromPostingsAndRefunds) {
+  {
+    auto s = open();
+    run_history(*s);
+  }
+  {
+    // Make the file a version-1 database again: without the maintained rows.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "DROP TABLE account_balances; DROP TABLE refund_reservations; "
+                           "ALTER TABLE payments DROP COLUMN amount_refunding_minor; PRAGMA user_version = 1;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  auto s = open();
+  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"2"});
+  expect_consistent();
+  EXPECT_EQ(s->balances("mer_1")->at(0).available_minor, 970 + 500 - 200);
+  EXPECT_EQ(sql("SELECT amount_refunding_minor FROM payments WHERE id = '" + refund_open.payment_id + "'"),
+            std::vector<std::string>{"50"});
 }
 
 TEST_F(SqliteStoreTest, ConcurrentWritesAreGroupCommitted) {

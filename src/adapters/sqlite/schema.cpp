@@ -151,6 +151,36 @@ CREATE TABLE webhook_deliveries(
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_ms);
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries(endpoint_id, status);
 )SQL",
+    // 2: maintained balances (SPEC §5: "balances are maintained, never recomputed by
+    // summing postings"): every posting adds to its account's row in the same
+    // transaction; refunds still processing are reserved on their payment and per
+    // merchant and currency, so refund admission and GET /v1/balance read one row each.
+    // Backfilled from the rows of version 1.
+    R"SQL(
+CREATE TABLE account_balances(
+  account TEXT NOT NULL,
+  currency TEXT NOT NULL,
+  amount_minor INTEGER NOT NULL,
+  PRIMARY KEY(account, currency)
+) WITHOUT ROWID;
+INSERT INTO account_balances(account, currency, amount_minor)
+  SELECT account, currency, SUM(amount_minor) FROM postings GROUP BY account, currency;
+
+ALTER TABLE payments ADD COLUMN amount_refunding_minor INTEGER NOT NULL DEFAULT 0;
+UPDATE payments SET amount_refunding_minor =
+  (SELECT COALESCE(SUM(r.amount_minor), 0) FROM refunds r WHERE r.payment_id = payments.id AND r.status = 'processing')
+  WHERE id IN (SELECT payment_id FROM refunds WHERE status = 'processing');
+
+CREATE TABLE refund_reservations(
+  merchant_id TEXT NOT NULL,
+  currency TEXT NOT NULL,
+  amount_minor INTEGER NOT NULL,
+  PRIMARY KEY(merchant_id, currency)
+) WITHOUT ROWID;
+INSERT INTO refund_reservations(merchant_id, currency, amount_minor)
+  SELECT merchant_id, currency, SUM(amount_minor) FROM refunds WHERE status = 'processing'
+  GROUP BY merchant_id, currency;
+)SQL",
 };
 
 }  // namespace

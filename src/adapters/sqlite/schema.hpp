@@ -8,7 +8,7 @@
 
 namespace ps::sqlite {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 Result<void> migrate(Db& db);
 
 }  // namespace ps::sqlite

@@ -239,11 +239,34 @@ Result<void> insert_entry(Db& db, const JournalEntry& e) {
     PS_TRY(q.exec());
   }
   for (const auto& p : e.postings) {
-    PS_QUERY(q, db, "INSERT INTO postings(entry_id, account, currency, amount_minor) VALUES(?1, ?2, ?3, ?4)");
-    q.bind_all(e.id, p.account, p.currency, p.amount_minor);
+    {
+      PS_QUERY(q, db, "INSERT INTO postings(entry_id, account, currency, amount_minor) VALUES(?1, ?2, ?3, ?4)");
+      q.bind_all(e.id, p.account, p.currency, p.amount_minor);
+      PS_TRY(q.exec());
+    }
+    PS_QUERY(q, db,
+             "INSERT INTO account_balances(account, currency, amount_minor) VALUES(?1, ?2, ?3) "
+             "ON CONFLICT(account, currency) DO UPDATE SET amount_minor = amount_minor + excluded.amount_minor");
+    q.bind_all(p.account, p.currency, p.amount_minor);
     PS_TRY(q.exec());
   }
   return {};
+}
+
+// Refunds still processing, reserved on their payment and per merchant and currency
+// (added at intake, released when the refund is terminal). `delta` may be negative.
+Result<void> reserve_refund(Db& db, const std::string& payment_id, const std::string& merchant_id,
+                            const std::string& currency, int64_t delta) {
+  {
+    PS_QUERY(q, db, "UPDATE payments SET amount_refunding_minor = amount_refunding_minor + ?1 WHERE id = ?2");
+    q.bind_all(delta, payment_id);
+    PS_TRY(q.exec());
+  }
+  PS_QUERY(q, db,
+           "INSERT INTO refund_reservations(merchant_id, currency, amount_minor) VALUES(?1, ?2, ?3) "
+           "ON CONFLICT(merchant_id, currency) DO UPDATE SET amount_minor = amount_minor + excluded.amount_minor");
+  q.bind_all(merchant_id, currency, delta);
+  return q.exec();
 }
 
 Result<std::optional<IdempotencyRecord>> read_idempotency(Db& db, const std::string& merchant_id,
@@ -731,23 +754,29 @@ Result<void> SqliteStore::commit(const std::string& group, const std::vector<Rec
     for (const auto& ro : fx->refund_outcomes) {
       const Refund& r = ro.refund;
       PS_TRY(check_outcome(ro));
-      std::string payment_id;
+      std::string payment_id, merchant_id, currency;
       int64_t amount = 0;
       bool changed = false;
       {
         PS_QUERY(q, db,
                  "UPDATE refunds SET status = ?1, failure_code = ?2, updated_ms = ?3 "
-                 "WHERE id = ?4 AND status = 'processing' RETURNING payment_id, amount_minor");
+                 "WHERE id = ?4 AND status = 'processing' RETURNING payment_id, amount_minor, merchant_id, currency");
         q.bind_all(to_string(r.status), r.failure_code, r.updated_ms ? r.updated_ms : now, r.id);
         PS_STEP(row, q);
         if (row) {
           changed = true;
           payment_id = q.text(0);
           amount = q.i64(1);
+          merchant_id = q.text(2);
+          currency = q.text(3);
           PS_TRY(q.exec());
         }
       }
-      if (!changed || !ro.reversal) continue;
+      if (!changed) continue;
+      // Terminal either way: the reservation is released (a succeeded refund's amount
+      // moves to amount_refunded and its reversal posting below).
+      PS_TRY(reserve_refund(db, payment_id, merchant_id, currency, -amount));
+      if (!ro.reversal) continue;
       PS_TRY(insert_entry(db, *ro.reversal));
       PS_QUERY(q, db, "UPDATE payments SET amount_refunded_minor = amount_refunded_minor + ?1, updated_ms = ?2 WHERE id = ?3");
       q.bind_all(amount, r.updated_ms ? r.updated_ms : now, payment_id);
@@ -976,10 +1005,10 @@ void SqliteStore::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
       if (!row) return Error::not_found("no payment " + refund.payment_id);
       payment = read_payment(q);
     }
+    // Maintained rows (schema v2), one indexed read each: never a sum over history.
     int64_t processing_for_payment = 0;
     {
-      PS_QUERY(q, db,
-               "SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE payment_id = ?1 AND status = 'processing'");
+      PS_QUERY(q, db, "SELECT amount_refunding_minor FROM payments WHERE id = ?1");
       q.bind(1, payment.id);
       auto s = scalar_i64(q);
       if (!s) return s.error();
@@ -987,7 +1016,8 @@ void SqliteStore::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
     }
     int64_t available = 0;
     {
-      PS_QUERY(q, db, "SELECT COALESCE(-SUM(amount_minor), 0) FROM postings WHERE account = ?1 AND currency = ?2");
+      PS_QUERY(q, db,
+               "SELECT COALESCE((SELECT -amount_minor FROM account_balances WHERE account = ?1 AND currency = ?2), 0)");
       q.bind_all(merchant_available_account(payment.merchant_id), payment.currency);
       auto s = scalar_i64(q);
       if (!s) return s.error();
@@ -996,8 +1026,7 @@ void SqliteStore::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
     int64_t processing_for_merchant = 0;
     {
       PS_QUERY(q, db,
-               "SELECT COALESCE(SUM(amount_minor), 0) FROM refunds "
-               "WHERE merchant_id = ?1 AND currency = ?2 AND status = 'processing'");
+               "SELECT COALESCE((SELECT amount_minor FROM refund_reservations WHERE merchant_id = ?1 AND currency = ?2), 0)");
       q.bind_all(payment.merchant_id, payment.currency);
       auto s = scalar_i64(q);
       if (!s) return s.error();
@@ -1022,6 +1051,7 @@ void SqliteStore::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
         return r.error();
       }
     }
+    PS_TRY(reserve_refund(db, refund.payment_id, refund.merchant_id, refund.currency, refund.amount_minor));
     const Event& given = c->requested;
     Event ev = make_refund_event(refund, given.type.empty() ? event_types::refund_requested : given.type,
                                  given.source.empty() ? "/paystream/gateway" : given.source,
@@ -1120,7 +1150,7 @@ Result<std::vector<Balance>> SqliteStore::balances(const std::string& merchant_i
   std::vector<Balance> out;
   PS_LEASE(db);
   PS_QUERY(q, db,
-           "SELECT currency, -SUM(amount_minor) FROM postings WHERE account = ?1 GROUP BY currency ORDER BY currency");
+           "SELECT currency, -amount_minor FROM account_balances WHERE account = ?1 ORDER BY currency");
   q.bind(1, merchant_available_account(merchant_id));
   for (;;) {
     PS_STEP(row, q);
