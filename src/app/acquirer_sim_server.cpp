@@ -55,12 +55,13 @@ class SimRecords final : public AcquirerRecords {
     std::lock_guard lk(mu_);
     auto q = db_->query(
         "SELECT (SELECT COUNT(*) FROM charges), (SELECT COUNT(*) FROM refunds),"
-        " (SELECT COALESCE(SUM(calls - 1), 0) FROM charges) + (SELECT COALESCE(SUM(calls - 1), 0) FROM refunds)");
+        " (SELECT COALESCE(SUM(calls - 1), 0) FROM charges) + (SELECT COALESCE(SUM(calls - 1), 0) FROM refunds),"
+        " (SELECT COUNT(*) FROM voids)");
     if (!q) return q.error();
     auto row = q->step();
     if (!row) return row.error();
     if (!*row) return Error::internal("acquirer-sim stats: no row");
-    return AcquirerStats{q->i64(0), q->i64(1), q->i64(2)};
+    return AcquirerStats{q->i64(0), q->i64(1), q->i64(2), q->i64(3)};
   }
 
  private:

@@ -47,6 +47,14 @@ class CountingAcquirer : public Acquirer {
     { std::lock_guard lk(mu_); ++calls_[req.refund_id]; }
     return inner_.refund(req, t);
   }
+  Result<std::optional<AcquirerResult>> lookup_charge(const std::string& id, std::chrono::milliseconds t) override {
+    { std::lock_guard lk(mu_); ++lookups_[id]; }
+    return inner_.lookup_charge(id, t);
+  }
+  int lookups(const std::string& id) {
+    std::lock_guard lk(mu_);
+    return lookups_[id];
+  }
   int calls(const std::string& id) {
     std::lock_guard lk(mu_);
     return calls_[id];
@@ -56,6 +64,7 @@ class CountingAcquirer : public Acquirer {
   Acquirer& inner_;
   std::mutex mu_;
   std::map<std::string, int> calls_;
+  std::map<std::string, int> lookups_;
 };
 
 // Stage decorator counting handle() calls (runner passes).
