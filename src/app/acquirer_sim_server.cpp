@@ -102,10 +102,9 @@ int run_acquirer_sim(const AcquirerSimServeConfig& cfg) {
   }
   sigset_t signals = block_shutdown_signals();
 
-  std::error_code ec;
-  fs::create_directories(cfg.data_dir, ec);
-  if (ec) {
-    log::error("cannot create data dir", {{"path", cfg.data_dir}, {"error", ec.message()}});
+  // Private at rest: the directory 0700, its files 0600.
+  if (auto d = prepare_data_dir(cfg.data_dir, {"acquirer-sim.db", "acquirer-sim.db-wal", "acquirer-sim.db-shm"}); !d) {
+    log::error("cannot create data dir", {{"path", cfg.data_dir}, {"error", d.error().message}});
     return 1;
   }
   AcquirerSimOptions sim_opts;

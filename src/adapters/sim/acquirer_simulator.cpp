@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/files.hpp"
 #include "domain/ids.hpp"
 
 namespace ps {
@@ -96,6 +97,9 @@ AcquirerResult decide(const std::string& source) {
 }  // namespace
 
 AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(opts)), rng_(opts_.seed) {
+  // A new file is created 0600; SQLite gives its -wal/-shm files the same mode.
+  if (auto c = files::create_private(opts_.db_path); !c)
+    throw std::runtime_error("acquirer simulator: cannot open " + opts_.db_path + ": " + c.error().message);
   if (sqlite3_open_v2(opts_.db_path.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
     std::string m = db_ ? sqlite3_errmsg(db_) : "out of memory";
