@@ -55,12 +55,13 @@ class SimRecords final : public AcquirerRecords {
     std::lock_guard lk(mu_);
     auto q = db_->query(
         "SELECT (SELECT COUNT(*) FROM charges), (SELECT COUNT(*) FROM refunds),"
-        " (SELECT COALESCE(SUM(calls - 1), 0) FROM charges) + (SELECT COALESCE(SUM(calls - 1), 0) FROM refunds)");
+        " (SELECT COALESCE(SUM(calls - 1), 0) FROM charges) + (SELECT COALESCE(SUM(calls - 1), 0) FROM refunds),"
+        " (SELECT COUNT(*) FROM voids)");
     if (!q) return q.error();
     auto row = q->step();
     if (!row) return row.error();
     if (!*row) return Error::internal("acquirer-sim stats: no row");
-    return AcquirerStats{q->i64(0), q->i64(1), q->i64(2)};
+    return AcquirerStats{q->i64(0), q->i64(1), q->i64(2), q->i64(3)};
   }
 
  private:
@@ -101,10 +102,9 @@ int run_acquirer_sim(const AcquirerSimServeConfig& cfg) {
   }
   sigset_t signals = block_shutdown_signals();
 
-  std::error_code ec;
-  fs::create_directories(cfg.data_dir, ec);
-  if (ec) {
-    log::error("cannot create data dir", {{"path", cfg.data_dir}, {"error", ec.message()}});
+  // Private at rest: the directory 0700, its files 0600.
+  if (auto d = prepare_data_dir(cfg.data_dir, {"acquirer-sim.db", "acquirer-sim.db-wal", "acquirer-sim.db-shm"}); !d) {
+    log::error("cannot create data dir", {{"path", cfg.data_dir}, {"error", d.error().message}});
     return 1;
   }
   AcquirerSimOptions sim_opts;

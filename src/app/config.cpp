@@ -1,13 +1,12 @@
 #include "app/config.hpp"
 
-#include <sys/stat.h>
-
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
+#include "common/files.hpp"
 #include "common/log.hpp"
 #include "domain/ids.hpp"
 
@@ -134,24 +133,22 @@ void add_serve_options(CLI::App& c, ServeConfig& s) {
 std::string load_or_create_admin_key(const std::string& data_dir) {
   if (const char* env = std::getenv("PAYSTREAM_ADMIN_KEY"); env && *env) return env;
   namespace fs = std::filesystem;
-  fs::path path = fs::path(data_dir) / "admin.key";
-  if (fs::exists(path)) {
+  const fs::path path = fs::path(data_dir) / "admin.key";
+  auto read_key = [&] {
     std::ifstream in(path);
     std::string key;
     std::getline(in, key);
     if (key.empty()) throw std::runtime_error("admin key file is empty: " + path.string());
     return key;
-  }
+  };
+  if (fs::exists(path)) return read_key();
+  // Created complete, 0600 and fsync'd (with its directory) under a temporary name, then
+  // published without replacing: two processes starting at once agree on one key.
   std::string key = random_token("ak_", 24);
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp.string());
-    out << key << "\n";
+  if (auto w = files::write_new_private(path.string(), key + "\n"); !w) {
+    if (w.error().code == "file_exists") return read_key();   // another process won
+    throw std::runtime_error("cannot write the admin key: " + w.error().message);
   }
-  ::chmod(tmp.c_str(), 0600);
-  fs::rename(tmp, path);
   log::warn("admin key generated", {{"path", fs::absolute(path).string()}});
   return key;
 }

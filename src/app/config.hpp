@@ -77,7 +77,9 @@ void add_log_options(CLI::App& cmd, ServeConfig& cfg);
 std::string env_name_for(const std::string& flag);
 
 // Reads PAYSTREAM_ADMIN_KEY, or the key in <data_dir>/admin.key, or generates one there
-// (mode 0600) and logs its path. Throws on I/O failure (start-up only).
+// and logs its path: created with O_EXCL and mode 0600 under a temporary name, fsync'd,
+// linked into place without replacing an existing key (a concurrent start reads the
+// winner's), directory fsync'd. Throws on I/O failure (start-up only).
 std::string load_or_create_admin_key(const std::string& data_dir);
 
 }  // namespace ps::app

@@ -39,10 +39,12 @@ int run_serve(const ServeConfig& cfg) {
   sigset_t signals = block_shutdown_signals();
   SystemClock clock;
 
-  std::error_code ec;
-  fs::create_directories(cfg.data_dir, ec);
-  if (ec) {
-    log::error("cannot create data dir", {{"path", cfg.data_dir}, {"error", ec.message()}});
+  // Private at rest: the directory 0700, every file in it 0600.
+  if (auto d = prepare_data_dir(cfg.data_dir, {"paystream.db", "paystream.db-wal", "paystream.db-shm",
+                                               "acquirer-sim.db", "acquirer-sim.db-wal", "acquirer-sim.db-shm",
+                                               "admin.key"});
+      !d) {
+    log::error("cannot create data dir", {{"path", cfg.data_dir}, {"error", d.error().message}});
     return 1;
   }
   std::string admin_key;

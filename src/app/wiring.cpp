@@ -2,6 +2,9 @@
 
 #include <pthread.h>
 
+#include <filesystem>
+
+#include "common/files.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 
@@ -30,6 +33,21 @@ std::string wait_for_shutdown(sigset_t& signals) {
   int sig = 0;
   sigwait(&signals, &sig);
   return sig == SIGTERM ? "SIGTERM" : "SIGINT";
+}
+
+Result<void> prepare_data_dir(const std::string& dir, const std::vector<std::string>& names) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Error::internal("cannot create data dir " + dir + ": " + ec.message());
+  auto tighten = [](const std::string& path, mode_t mode) {
+    auto r = files::restrict_mode(path, mode);
+    if (!r) log::warn("cannot restrict permissions", {{"path", path}, {"error", r.error().message}});
+    else if (*r) log::warn("permissions restricted", {{"path", path}, {"mode", mode == 0700 ? "0700" : "0600"}});
+  };
+  tighten(dir, 0700);
+  for (const auto& n : names) tighten((fs::path(dir) / n).string(), 0600);
+  return ok();
 }
 
 FraudConfig fraud_config(const ServeConfig& cfg) {

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <string>
+#include <vector>
 
 #include "adapters/http/http_server.hpp"
 #include "api/api.hpp"
@@ -27,6 +28,13 @@ FeeConfig fee_config(const ServeConfig& cfg);
 DispatcherOptions dispatcher_options(const ServeConfig& cfg);
 ApiConfig api_config(const ServeConfig& cfg, std::string admin_key);
 HttpServerOptions http_options(const ServeConfig& cfg);
+
+// The data directory of `serve` and `acquirer-sim`: created if missing and made 0700, and
+// those of `files` (names in it) that exist made 0600 (new ones are created 0600 by their
+// writers: SQLite files through files::create_private, the admin key). A directory or file
+// that cannot be tightened (not ours) is logged as a warning; only a directory that cannot
+// be created is an error.
+Result<void> prepare_data_dir(const std::string& dir, const std::vector<std::string>& files);
 
 // A handler for processes without the API (workers, the acquirer simulator):
 // GET /metrics, /healthz, and /readyz (200 while `ready` is true).

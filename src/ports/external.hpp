@@ -4,7 +4,9 @@
 // Thread-safety: implementations are thread-safe.
 #pragma once
 #include <chrono>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -30,13 +32,37 @@ struct AcquirerResult {
   std::string acquirer_ref;
 };
 
+// The decline code of a charge whose payment id was voided by lookup_charge (below): the
+// acquirer recorded "not charged" for that id before the charge reached it.
+inline constexpr std::string_view kChargeVoidedCode = "charge_voided";
+
 // Charging the same payment_id twice returns the first result and moves money once.
+//
+// A charge() that fails with a retryable error (a timeout, a lost connection, a 503) has an
+// UNKNOWN outcome: the acquirer may have captured it and the answer been lost, or the
+// request may still be on its way and execute later. lookup_charge() resolves it:
+//   Ok(result)        a charge with this payment id was executed: its recorded result
+//                     (approved or declined), the same a repeated charge() returns.
+//   Ok(std::nullopt)  DEFINITIVE "not charged": no charge with this id was executed, and
+//                     the acquirer has recorded that (it voided the id), so none ever will
+//                     be: a charge() with this id that arrives later (still in flight, a
+//                     retry, a redelivery, a replay) is declined with kChargeVoidedCode and
+//                     moves no money. The lookup and the charge of one id are atomic with
+//                     respect to each other; the void is as durable as a charge, and is
+//                     itself idempotent (a repeated lookup returns nullopt again).
+//   an error          no answer (timeout, unavailable, a malformed answer, an acquirer that
+//                     cannot look charges up): the outcome stays unknown. Retryable errors
+//                     may be retried (the lookup is idempotent); nothing may be concluded.
+// The void-on-lookup is the acquirer-side fence (a reversal of a timed-out authorization)
+// without which a negative answer would not be final.
 class Acquirer {
  public:
   virtual ~Acquirer() = default;
   virtual Result<AcquirerResult> charge(const ChargeRequest& req, std::chrono::milliseconds timeout) = 0;
   virtual Result<AcquirerResult> refund(const AcquirerRefundRequest& req,
                                         std::chrono::milliseconds timeout) = 0;
+  virtual Result<std::optional<AcquirerResult>> lookup_charge(const std::string& payment_id,
+                                                              std::chrono::milliseconds timeout) = 0;
 };
 
 struct RiskRequest {

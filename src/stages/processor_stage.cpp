@@ -4,6 +4,7 @@
 #include <atomic>
 #include <map>
 #include <thread>
+#include <type_traits>
 
 #include "common/log.hpp"
 #include "common/metrics.hpp"
@@ -17,22 +18,41 @@ metrics::Counter& acquirer_calls(const char* outcome) {
   return metrics::registry().counter("paystream_acquirer_calls_total", "Acquirer calls by outcome",
                                      {{"outcome", outcome}});
 }
+metrics::Counter& lookups(const char* outcome) {
+  return metrics::registry().counter("paystream_acquirer_lookups_total",
+                                     "Lookups of unknown charge outcomes by outcome", {{"outcome", outcome}});
+}
+metrics::Counter& unknown_outcomes(const char* op) {
+  return metrics::registry().counter(
+      "paystream_acquirer_unknown_outcomes_total",
+      "Acquirer calls whose outcome stayed unknown after bounded retries (dead-lettered, still processing)",
+      {{"op", op}});
+}
 }  // namespace
 
 ProcessorStage::ProcessorStage(Acquirer& acquirer, const Clock& clock, ProcessorConfig cfg)
     : acquirer_(acquirer), clock_(clock), cfg_(cfg), backoff_(cfg.backoff, cfg.seed),
-      breaker_("acquirer", clock, cfg.breaker) {}
+      breaker_("acquirer", clock, cfg.breaker) {
+  // Exported at 0 from the start, so the alert's increase() sees the first one.
+  unknown_outcomes("charge");
+  unknown_outcomes("refund");
+  for (const char* o : {"charged", "not_charged", "timeout", "unavailable", "error"}) lookups(o);
+}
 
-template <class Call>
-ProcessorStage::CallResult ProcessorStage::call_with_retries(const std::string& identity, Call&& call) {
-  CallResult out;
-  {
-    std::lock_guard lk(mu_);
-    if (auto it = progress_.find(identity); it != progress_.end()) out.progress = it->second;
-  }
-  const int max_attempts = std::max(1, cfg_.backoff.max_attempts);
-  bool trial_owner = false;   // admitted as the half-open trial: finish this record's attempts
-  while (out.progress.attempts < max_attempts) {
+ProcessorStage::Progress ProcessorStage::remembered(const std::string& identity) {
+  std::lock_guard lk(mu_);
+  if (auto it = progress_.find(identity); it != progress_.end()) return it->second;
+  return {};
+}
+
+template <class T, class Call>
+ProcessorStage::CallResult<T> ProcessorStage::call_with_retries(const std::string& identity, Progress& progress,
+                                                                int& spent, int max_attempts, bool& trial_owner,
+                                                                Call&& call) {
+  CallResult<T> out;
+  max_attempts = std::max(1, max_attempts);
+  constexpr bool lookup = std::is_same_v<T, std::optional<AcquirerResult>>;   // else a charge or refund
+  while (spent < max_attempts) {
     if (!trial_owner) {
       const auto admission = breaker_.admit();
       if (admission == CircuitBreaker::Admission::denied) {
@@ -41,16 +61,17 @@ ProcessorStage::CallResult ProcessorStage::call_with_retries(const std::string& 
         std::lock_guard lk(mu_);
         if (progress_.size() >= cfg_.max_remembered_attempts && !progress_.count(identity))
           progress_.clear();   // safety bound only: at most one batch of records is ever deferred
-        progress_[identity] = out.progress;
+        progress_[identity] = progress;
         return out;
       }
       trial_owner = admission == CircuitBreaker::Admission::trial;
     }
-    ++out.progress.attempts;
+    ++spent;
     auto r = call();
     if (r || !r.error().retryable) {
-      breaker_.on_success();   // the acquirer answered (an approval, a decline or a refusal)
-      acquirer_calls(r ? (r->approved ? "approved" : "declined") : "rejected").inc();
+      breaker_.on_success();   // the acquirer answered (a result or a refusal)
+      if constexpr (lookup) lookups(r ? (r->has_value() ? "charged" : "not_charged") : "error").inc();
+      else acquirer_calls(r ? (r->approved ? "approved" : "declined") : "rejected").inc();
       out.result = std::move(r);
       return out;
     }
@@ -58,12 +79,13 @@ ProcessorStage::CallResult ProcessorStage::call_with_retries(const std::string& 
     // trial owner's later reports land on an open breaker (ignored) or close it.
     breaker_.on_failure();
     const bool timed_out = r.error().kind == ErrorKind::timeout;
-    acquirer_calls(timed_out ? "timeout" : "unavailable").inc();
-    out.progress.saw_timeout = out.progress.saw_timeout || timed_out;
+    (lookup ? lookups(timed_out ? "timeout" : "unavailable") : acquirer_calls(timed_out ? "timeout" : "unavailable"))
+        .inc();
+    if (!lookup) progress.saw_timeout = progress.saw_timeout || timed_out;
     out.result = std::move(r);
-    if (out.progress.attempts < max_attempts) clock_.sleep_for(backoff_.delay(out.progress.attempts));
+    if (spent < max_attempts) clock_.sleep_for(backoff_.delay(spent));
   }
-  return out;   // retries exhausted: out.result is the last error
+  return out;   // retries exhausted: out.result is the last error (or "not reached" if resumed exhausted)
 }
 
 void ProcessorStage::finish(const std::string& identity, const Outcome& out) {
@@ -101,6 +123,68 @@ std::string identity_of(const Record& rec) {
 }
 }  // namespace
 
+ProcessorStage::Outcome ProcessorStage::charge(const Record& rec, const std::string& identity, Payment p) {
+  Outcome out;
+  Progress progress = remembered(identity);
+  bool trial_owner = false;
+  const ChargeRequest req{p.id, p.amount_minor, p.currency, p.source};
+  auto c = call_with_retries<AcquirerResult>(identity, progress, progress.attempts, cfg_.backoff.max_attempts,
+                                             trial_owner,
+                                             [&] { return acquirer_.charge(req, cfg_.acquirer_timeout); });
+  if (c.deferred) { out.kind = Outcome::Kind::deferred; return out; }
+  std::optional<AcquirerResult> result;   // the acquirer's answer, if known
+  bool not_charged = false;               // definitively: a lookup voided the id
+  if (c.result) {
+    result = std::move(*c.result);
+  } else {
+    // Unknown outcome: the charge may have been captured (answer lost) or be in flight.
+    if (progress.unresolved_code.empty()) {
+      const Error& e = c.result.error();
+      progress.unresolved_code = e.retryable ? exhausted_code(e) : std::string("acquirer_error");
+    }
+    auto l = call_with_retries<std::optional<AcquirerResult>>(
+        identity, progress, progress.lookups, cfg_.lookup_max_attempts, trial_owner,
+        [&] { return acquirer_.lookup_charge(p.id, cfg_.acquirer_timeout); });
+    if (l.deferred) { out.kind = Outcome::Kind::deferred; return out; }
+    if (!l.result) {
+      out.kind = Outcome::Kind::dead_letter;
+      out.letter = {rec,
+                    "charge outcome unknown after " + std::to_string(progress.attempts) + " attempts and " +
+                        std::to_string(progress.lookups) + " lookups: " + l.result.error().message,
+                    progress.attempts};
+      unknown_outcomes("charge").inc();
+      log::error("charge outcome unknown; dead-lettered, payment stays processing",
+                 {{"payment_id", p.id}, {"attempts", std::to_string(progress.attempts)},
+                  {"lookups", std::to_string(progress.lookups)}, {"error", l.result.error().message},
+                  {"trace_id", log::trace_id_of(rec.event.traceparent)}});
+      finish(identity, out);
+      return out;
+    }
+    if (l.result->has_value()) result = std::move(**l.result);
+    else not_charged = true;
+  }
+  const int64_t now = clock_.now_ms();
+  p.updated_ms = now;
+  out.kind = Outcome::Kind::event;
+  if (result && result->approved) {
+    p.status = PaymentStatus::succeeded;
+    p.failure_code.clear();
+    out.event = make_payment_event(p, event_types::payment_succeeded, kSource, now, rec.event.traceparent);
+  } else {
+    p.status = PaymentStatus::failed;
+    if (not_charged) p.failure_code = progress.unresolved_code;
+    else if (result->decline_code == kChargeVoidedCode) p.failure_code = "acquirer_timeout";   // voided earlier
+    else p.failure_code = result->decline_code.empty() ? std::string("card_declined") : result->decline_code;
+    log::info("payment failed at acquirer", {{"payment_id", p.id}, {"failure_code", p.failure_code},
+                                             {"attempts", std::to_string(progress.attempts)},
+                                             {"lookups", std::to_string(progress.lookups)},
+                                             {"trace_id", log::trace_id_of(rec.event.traceparent)}});
+    out.event = make_payment_event(p, event_types::payment_failed, kSource, now, rec.event.traceparent);
+  }
+  finish(identity, out);
+  return out;
+}
+
 ProcessorStage::Outcome ProcessorStage::process(const Record& rec, const std::string& identity) {
   if (auto memo = memoized(identity)) return std::move(*memo);   // finished in an earlier pass
   Outcome out;
@@ -122,29 +206,7 @@ ProcessorStage::Outcome ProcessorStage::process(const Record& rec, const std::st
       out.letter = {rec, "event_schema_invalid: no payment in payment.validated", 1};
       return out;
     }
-    Payment p = std::move(*payload->payment);
-    ChargeRequest req{p.id, p.amount_minor, p.currency, p.source};
-    auto c = call_with_retries(identity, [&] { return acquirer_.charge(req, cfg_.acquirer_timeout); });
-    if (c.deferred) { out.kind = Outcome::Kind::deferred; return out; }
-    const auto& r = c.result;
-    const int64_t now = clock_.now_ms();
-    p.updated_ms = now;
-    out.kind = Outcome::Kind::event;
-    if (r && r->approved) {
-      p.status = PaymentStatus::succeeded;
-      p.failure_code.clear();
-      out.event = make_payment_event(p, event_types::payment_succeeded, kSource, now, rec.event.traceparent);
-    } else {
-      p.status = PaymentStatus::failed;
-      p.failure_code = r ? (r->decline_code.empty() ? std::string("card_declined") : r->decline_code)
-                         : (r.error().retryable ? exhausted_code(r.error()) : std::string("acquirer_error"));
-      log::info("payment failed at acquirer", {{"payment_id", p.id}, {"failure_code", p.failure_code},
-                                               {"attempts", std::to_string(c.progress.attempts)},
-                                               {"trace_id", log::trace_id_of(rec.event.traceparent)}});
-      out.event = make_payment_event(p, event_types::payment_failed, kSource, now, rec.event.traceparent);
-    }
-    finish(identity, out);
-    return out;
+    return charge(rec, identity, std::move(*payload->payment));
   }
   // refund.requested
   if (!payload->refund) {
@@ -154,20 +216,25 @@ ProcessorStage::Outcome ProcessorStage::process(const Record& rec, const std::st
   }
   Refund f = std::move(*payload->refund);
   AcquirerRefundRequest req{f.id, f.payment_id, f.amount_minor, f.currency};
-  auto c = call_with_retries(identity, [&] { return acquirer_.refund(req, cfg_.acquirer_timeout); });
+  Progress progress = remembered(identity);
+  bool trial_owner = false;
+  auto c = call_with_retries<AcquirerResult>(identity, progress, progress.attempts, cfg_.backoff.max_attempts,
+                                             trial_owner,
+                                             [&] { return acquirer_.refund(req, cfg_.acquirer_timeout); });
   if (c.deferred) { out.kind = Outcome::Kind::deferred; return out; }
   const auto& r = c.result;
-  if (!r && r.error().retryable && c.progress.saw_timeout) {
+  if (!r && r.error().retryable && progress.saw_timeout) {
     // Ambiguous: the acquirer may have executed the refund. Failing it would release the
     // reservation and allow a second payout; hold it and hand it to an operator.
     out.kind = Outcome::Kind::dead_letter;
     out.letter = {rec,
-                  "refund outcome unknown after " + std::to_string(c.progress.attempts) +
+                  "refund outcome unknown after " + std::to_string(progress.attempts) +
                       " attempts: acquirer timeout",
-                  c.progress.attempts};
+                  progress.attempts};
+    unknown_outcomes("refund").inc();
     log::error("refund outcome unknown; dead-lettered, reservation held",
                {{"refund_id", f.id}, {"payment_id", f.payment_id},
-                {"attempts", std::to_string(c.progress.attempts)},
+                {"attempts", std::to_string(progress.attempts)},
                 {"trace_id", log::trace_id_of(rec.event.traceparent)}});
     finish(identity, out);
     return out;

@@ -196,6 +196,91 @@ TEST_P(AcquirerContract, TimeoutIsHonouredWithinSlack) {
   EXPECT_EQ(count(), 0);   // a timed-out call moved no money
 }
 
+// lookup_charge (the port's contract): a charged id answers its recorded result and moves
+// nothing; an uncharged id is voided, so the negative answer is final.
+TEST_P(AcquirerContract, LookupOfAChargedIdReturnsItsRecordedResult) {
+  auto a = charge("pay_lk_ok", "tok_approve");
+  auto d = charge("pay_lk_nsf", "tok_insufficient_funds");
+  ASSERT_TRUE(a.ok() && d.ok());
+  auto la = acq_->lookup_charge("pay_lk_ok", 2s);
+  ASSERT_TRUE(la.ok()) << la.error().message;
+  ASSERT_TRUE(la->has_value());
+  EXPECT_TRUE((*la)->approved);
+  EXPECT_EQ((*la)->acquirer_ref, a->acquirer_ref);
+  auto ld = acq_->lookup_charge("pay_lk_nsf", 2s);
+  ASSERT_TRUE(ld.ok() && ld->has_value());
+  EXPECT_FALSE((*ld)->approved);
+  EXPECT_EQ((*ld)->decline_code, "insufficient_funds");
+  EXPECT_EQ(count(), 2);
+}
+
+TEST_P(AcquirerContract, NegativeLookupVoidsTheIdForGoodAlsoAcrossReopen) {
+  auto l = acq_->lookup_charge("pay_lk_none", 2s);
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  EXPECT_FALSE(l->has_value());
+  // A charge that arrives afterwards (in flight, retried, replayed) moves no money.
+  auto late = charge("pay_lk_none", "tok_approve");
+  ASSERT_TRUE(late.ok()) << late.error().message;
+  EXPECT_FALSE(late->approved);
+  EXPECT_EQ(late->decline_code, kChargeVoidedCode);
+  EXPECT_EQ(count(), 0);
+  auto again = acq_->lookup_charge("pay_lk_none", 2s);   // idempotent
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->has_value());
+  reopen();
+  auto after = charge("pay_lk_none", "tok_approve");
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->approved);
+  EXPECT_EQ(count(), 0);
+  EXPECT_FALSE(acq_->lookup_charge("pay_lk_none", 2s)->has_value());
+}
+
+TEST_P(AcquirerContract, TimedOutChargeIsDefinitivelyNotChargedAfterALookup) {
+  auto t = charge("pay_lk_to", "tok_timeout", 1000, 100ms);
+  ASSERT_FALSE(t.ok());
+  auto l = acq_->lookup_charge("pay_lk_to", 2s);
+  ASSERT_TRUE(l.ok());
+  EXPECT_FALSE(l->has_value());
+  // The voided id answers at once now, even for tok_timeout.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto again = charge("pay_lk_to", "tok_timeout", 1000, 2s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->decline_code, kChargeVoidedCode);
+  EXPECT_EQ(count(), 0);
+}
+
+// The fence under races: charges and lookups of the same ids at once. Whatever the order,
+// a lookup that answered "not charged" is never contradicted by an approved charge.
+TEST_P(AcquirerContract, ConcurrentChargeAndLookupNeverContradictEachOther) {
+  constexpr int kIds = 40;
+  std::vector<Result<AcquirerResult>> charges(kIds, Error::internal("not run"));
+  std::vector<Result<std::optional<AcquirerResult>>> looks(kIds, Error::internal("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kIds; ++i) {
+    const std::string id = "pay_race_" + std::to_string(i);
+    threads.emplace_back([&, i, id] { charges[i] = charge(id, "tok_approve"); });
+    threads.emplace_back([&, i, id] { looks[i] = acq_->lookup_charge(id, 2s); });
+  }
+  for (auto& t : threads) t.join();
+  int voided = 0, charged = 0;
+  for (int i = 0; i < kIds; ++i) {
+    ASSERT_TRUE(charges[i].ok()) << charges[i].error().message;
+    ASSERT_TRUE(looks[i].ok()) << looks[i].error().message;
+    if (looks[i]->has_value()) {
+      ++charged;
+      EXPECT_TRUE(charges[i]->approved) << i;
+      EXPECT_TRUE((*looks[i])->approved) << i;
+    } else {
+      ++voided;
+      EXPECT_FALSE(charges[i]->approved) << i << ": charged after a lookup said not charged";
+      EXPECT_EQ(charges[i]->decline_code, kChargeVoidedCode) << i;
+    }
+  }
+  EXPECT_EQ(count(), charged);
+  EXPECT_EQ(charged + voided, kIds);
+}
+
 AcquirerFactory simulator_factory() {
   return {"sim",
           [](const std::filesystem::path& dir) -> std::unique_ptr<Acquirer> {
@@ -228,6 +313,10 @@ class HttpOverSimulator final : public Acquirer {
   }
   Result<AcquirerResult> refund(const AcquirerRefundRequest& req, std::chrono::milliseconds timeout) override {
     return client_->refund(req, timeout);
+  }
+  Result<std::optional<AcquirerResult>> lookup_charge(const std::string& payment_id,
+                                                      std::chrono::milliseconds timeout) override {
+    return client_->lookup_charge(payment_id, timeout);
   }
   AcquirerSimulator& sim() { return sim_; }
   uint16_t port() const { return port_; }
@@ -336,7 +425,9 @@ class SimCounts final : public AcquirerRecords {
   Result<AcquirerStats> stats() override {
     auto n = sim_->charge_count();
     if (!n) return n.error();
-    return AcquirerStats{*n, 0, 0};
+    auto v = sim_->void_count();
+    if (!v) return v.error();
+    return AcquirerStats{*n, 0, 0, *v};
   }
 
  private:
@@ -427,11 +518,55 @@ TEST_F(AcquirerHttpProtocol, SleepingCallsDoNotBlockTheHttpThreads) {
   for (auto& t : sleepers) t.join();
 }
 
+// A lookup is definitive only on the protocol's explicit answer: an acquirer without the
+// route (404), a 500, or a "not charged" without the void promise are errors, never "no".
+TEST(HttpAcquirerClient, OnlyAnExplicitVoidIsANegativeLookup) {
+  std::string answer;
+  int status = 200;
+  HttpServerOptions o;
+  o.host = "127.0.0.1";
+  o.port = 0;
+  o.threads = 1;
+  std::string seen_path;
+  HttpServer server(o, [&](HttpRequest req, Respond respond) {
+    seen_path = req.path;
+    respond(HttpResponse{status, {}, answer, "application/json"});
+  });
+  auto port = server.start();
+  ASSERT_TRUE(port.ok());
+  HttpAcquirer acq("http://127.0.0.1:" + std::to_string(*port));
+  auto ask = [&](int st, std::string body) {
+    status = st;
+    answer = std::move(body);
+    return acq.lookup_charge("pay_q", 1s);
+  };
+  auto voided = ask(200, R"({"charged":false,"voided":true})");
+  ASSERT_TRUE(voided.ok());
+  EXPECT_FALSE(voided->has_value());
+  EXPECT_EQ(seen_path, "/v1/charges/pay_q/lookup");
+  auto charged = ask(200, R"({"charged":true,"approved":true,"decline_code":"","acquirer_ref":"ch_1"})");
+  ASSERT_TRUE(charged.ok() && charged->has_value());
+  EXPECT_TRUE((*charged)->approved);
+  auto no_promise = ask(200, R"({"charged":false})");
+  ASSERT_FALSE(no_promise.ok());
+  EXPECT_TRUE(no_promise.error().retryable);
+  auto missing_route = ask(404, R"({"error":{"code":"route_not_found","message":"no such route"}})");
+  ASSERT_FALSE(missing_route.ok());
+  EXPECT_FALSE(missing_route.error().retryable);
+  auto server_error = ask(500, "oops");
+  ASSERT_FALSE(server_error.ok());
+  EXPECT_TRUE(server_error.error().retryable);
+  server.stop();
+}
+
 TEST(HttpAcquirerClient, UnreachableAcquirerIsARetryableError) {
   HttpAcquirer acq("http://127.0.0.1:1");
   auto r = acq.charge({"pay_x", 1, "EUR", "tok_approve"}, 500ms);
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.error().retryable);
+  auto l = acq.lookup_charge("pay_x", 500ms);
+  ASSERT_FALSE(l.ok());
+  EXPECT_TRUE(l.error().retryable);
 }
 
 }  // namespace

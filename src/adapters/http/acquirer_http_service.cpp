@@ -50,6 +50,51 @@ HttpResponse result_response(const Result<AcquirerResult>& r) {
   return error_response(422, "unprocessable", e.code, e.message);
 }
 
+// A lookup's answer: 200 {"charged":true, result fields} or {"charged":false,"voided":true};
+// errors as above.
+HttpResponse lookup_response(const Result<std::optional<AcquirerResult>>& r) {
+  if (!r) return result_response(r.error());
+  json::object o;
+  o["charged"] = r->has_value();
+  if (r->has_value()) {
+    o["approved"] = (*r)->approved;
+    o["decline_code"] = (*r)->decline_code;
+    o["acquirer_ref"] = (*r)->acquirer_ref;
+  } else {
+    o["voided"] = true;
+  }
+  return json_response(200, json::serialize(o));
+}
+
+const char* lookup_label(const Result<std::optional<AcquirerResult>>& r) {
+  if (r) return r->has_value() ? "charged" : "voided";
+  if (r.error().kind == ErrorKind::timeout) return "timeout";
+  return r.error().retryable ? "unavailable" : "error";
+}
+
+// Percent-decodes a path segment; nullopt if malformed.
+std::optional<std::string> decode_segment(std::string_view s) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    const int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += char(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
 const char* result_label(const Result<AcquirerResult>& r) {
   if (r) return r->approved ? "approved" : "declined";
   if (r.error().kind == ErrorKind::timeout) return "timeout";
@@ -209,6 +254,31 @@ struct AcquirerHttpService::Impl : std::enable_shared_from_this<Impl> {
            respond);
   }
 
+  // POST /v1/charges/{id}/lookup: Acquirer::lookup_charge (it may void the id: a write).
+  void lookup(const HttpRequest& req, std::string_view segment, Respond respond) {
+    auto path_id = decode_segment(segment);
+    auto body = parse_body(req.body.empty() ? std::string("{}") : req.body);
+    if (!body) return respond(error_response(400, "invalid_request", "body_invalid", "body must be a JSON object"));
+    std::string id;
+    if (!body->str("payment_id", id, true))
+      return respond(error_response(400, "invalid_request", "parameter_invalid", "missing or mistyped: payment_id"));
+    if (!path_id || *path_id != id)
+      return respond(error_response(400, "invalid_request", "payment_id_mismatch",
+                                    "the path's payment id must equal payment_id"));
+    if (auto key = req.header("Idempotency-Key"); key && *key != id)
+      return respond(error_response(400, "invalid_request", "idempotency_key_mismatch",
+                                    "Idempotency-Key must equal payment_id"));
+    auto timeout = timeout_of(req);
+    if (!timeout) return respond(error_response(400, "invalid_request", "timeout_invalid", "X-Timeout-Ms must be a positive integer"));
+    auto self = shared_from_this();
+    submit([self, id = std::move(id), t = *timeout, respond] {
+             auto r = self->acquirer.lookup_charge(id, t);
+             count("lookup", lookup_label(r));
+             respond(lookup_response(r));
+           },
+           respond);
+  }
+
   // Reads may touch a database: they run on the workers too.
   void get_charge(std::string payment_id, Respond respond) {
     if (!opts.records) return respond(error_response(404, "not_found", "route_not_found", "no records here"));
@@ -244,6 +314,7 @@ struct AcquirerHttpService::Impl : std::enable_shared_from_this<Impl> {
              o["charges"] = r->charges;
              o["refunds"] = r->refunds;
              o["duplicate_calls"] = r->duplicate_calls;
+             o["voided"] = r->voided;
              respond(json_response(200, json::serialize(o)));
            },
            respond);
@@ -251,6 +322,7 @@ struct AcquirerHttpService::Impl : std::enable_shared_from_this<Impl> {
 
   void handle(HttpRequest req, Respond respond) {
     static constexpr std::string_view charges_prefix = "/v1/charges/";
+    static constexpr std::string_view lookup_suffix = "/lookup";
     const std::string& p = req.path;
     if (p.rfind("/v1/", 0) != 0) {
       if (opts.fallback) return opts.fallback(std::move(req), std::move(respond));
@@ -266,6 +338,12 @@ struct AcquirerHttpService::Impl : std::enable_shared_from_this<Impl> {
     } else if (p.rfind(charges_prefix, 0) == 0 && p.size() > charges_prefix.size() &&
                p.find('/', charges_prefix.size()) == std::string::npos) {
       if (get) return get_charge(p.substr(charges_prefix.size()), std::move(respond));
+    } else if (p.rfind(charges_prefix, 0) == 0 && p.size() > charges_prefix.size() + lookup_suffix.size() &&
+               p.compare(p.size() - lookup_suffix.size(), lookup_suffix.size(), lookup_suffix) == 0 &&
+               p.find('/', charges_prefix.size()) == p.size() - lookup_suffix.size()) {
+      const std::string_view segment = std::string_view(p).substr(
+          charges_prefix.size(), p.size() - lookup_suffix.size() - charges_prefix.size());
+      if (post) return lookup(req, segment, std::move(respond));
     } else {
       return respond(error_response(404, "not_found", "route_not_found", "no such route"));
     }

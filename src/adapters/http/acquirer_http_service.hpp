@@ -7,13 +7,19 @@
 //        equal the payment (refund) id.
 //        200 {"approved","decline_code","acquirer_ref"}; 504 the acquirer timed out;
 //        503 a retryable failure (or overloaded); 400 a malformed request.
-//   GET  /v1/charges/{payment_id} the stored charge (AcquirerRecords), 404 if none
-//   GET  /v1/stats                {"charges","refunds","duplicate_calls"}
+//   POST /v1/charges/{payment_id}/lookup  {"payment_id"} (equal to the path's, percent-
+//        decoded): Acquirer::lookup_charge. 200 {"charged":true,"approved","decline_code",
+//        "acquirer_ref"} or {"charged":false,"voided":true} (the id is voided: definitive);
+//        504/503/422 as for charges. A POST: it may void the id.
+//   GET  /v1/charges/{payment_id} the stored charge (AcquirerRecords), 404 if none (a
+//        read-only reconciliation view: it never voids)
+//   GET  /v1/stats                {"charges","refunds","duplicate_calls","voided"}
 //   anything else                 the fallback handler (ops endpoints), else 404
 // Acquirer calls may sleep (latency, tok_timeout): they never run on the HTTP threads but
 // on this service's bounded worker pool (at most `workers` in parallel, `max_queued`
 // waiting; beyond that 503 "acquirer_overloaded").
-// Metrics: paystream_acquirer_http_calls_total{op="charge"|"refund",result}.
+// Metrics: paystream_acquirer_http_calls_total{op="charge"|"refund"|"lookup",result}
+// (lookup results: charged, voided, timeout, unavailable, error).
 // Lifetime: the handler is valid while the service lives (afterwards it answers 503).
 // Shutdown order: HttpServer::stop(), then stop() here (or destroy the service), and only
 // then destroy the HttpServer — a worker may still be inside a Respond until stop() returns.
@@ -45,6 +51,7 @@ struct AcquirerStats {
   int64_t charges = 0;          // stored charge results (approved or declined)
   int64_t refunds = 0;          // approved refunds
   int64_t duplicate_calls = 0;  // repeated calls answered from a stored result
+  int64_t voided = 0;           // payment ids a lookup found not charged (and voided)
 };
 class AcquirerRecords {
  public:

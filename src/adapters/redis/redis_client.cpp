@@ -34,11 +34,12 @@ struct Endpoint {
   std::string user, password;
 };
 
-// redis://[[user]:password@]host[:port][/db]
+// redis://[[user]:password@]host[:port][/db]. Error messages never quote the URL (it may
+// hold a password, also a mistyped one): they name only the host part.
 Result<Endpoint> parse_url(const std::string& url) {
   constexpr std::string_view scheme = "redis://";
   if (url.rfind(scheme, 0) != 0)
-    return Error::invalid("redis_url_invalid", "Redis URL must start with redis://: " + url);
+    return Error::invalid("redis_url_invalid", "Redis URL must start with redis://");
   std::string rest = url.substr(scheme.size());
   Endpoint ep;
   if (auto at = rest.rfind('@'); at != std::string::npos) {
@@ -52,20 +53,24 @@ Result<Endpoint> parse_url(const std::string& url) {
     }
   }
   std::string hostport = rest;
+  if (auto slash = rest.find('/'); slash != std::string::npos) hostport = rest.substr(0, slash);
+  const std::string host = hostport.substr(0, hostport.rfind(':'));
+  auto bad = [&](const char* what) {
+    return Error::invalid("redis_url_invalid", std::string("bad ") + what + " in the Redis URL of host \"" + host + "\"");
+  };
   if (auto slash = rest.find('/'); slash != std::string::npos) {
-    hostport = rest.substr(0, slash);
     std::string db = rest.substr(slash + 1);
     if (!db.empty()) {
       char* end = nullptr;
       long v = std::strtol(db.c_str(), &end, 10);
-      if (*end != '\0' || v < 0 || v > 1000) return Error::invalid("redis_url_invalid", "bad database index in " + url);
+      if (*end != '\0' || v < 0 || v > 1000) return bad("database index");
       ep.db = int(v);
     }
   }
   if (auto colon = hostport.rfind(':'); colon != std::string::npos) {
     char* end = nullptr;
     long v = std::strtol(hostport.c_str() + colon + 1, &end, 10);
-    if (*end != '\0' || v <= 0 || v > 65535) return Error::invalid("redis_url_invalid", "bad port in " + url);
+    if (*end != '\0' || v <= 0 || v > 65535) return bad("port");
     ep.port = int(v);
     hostport = hostport.substr(0, colon);
   }

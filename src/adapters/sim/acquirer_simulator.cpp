@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/files.hpp"
 #include "domain/ids.hpp"
 
 namespace ps {
@@ -61,6 +62,9 @@ constexpr const char* kSelectApprovedCharge = "SELECT amount_minor FROM charges 
 constexpr const char* kSumRefunds = "SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE payment_id = ?";
 constexpr const char* kInsertRefund =
     "INSERT INTO refunds(refund_id, payment_id, amount_minor, calls, created_ms) VALUES(?,?,?,1,?)";
+constexpr const char* kSelectVoid = "SELECT 1 FROM voids WHERE payment_id = ?";
+constexpr const char* kInsertVoid = "INSERT INTO voids(payment_id, created_ms) VALUES(?,?)";
+constexpr const char* kCountVoids = "SELECT COUNT(*) FROM voids";
 constexpr const char* kCountCharges = "SELECT COUNT(*) FROM charges";
 constexpr const char* kSelectCalls = "SELECT calls FROM charges WHERE payment_id = ?";
 
@@ -93,6 +97,9 @@ AcquirerResult decide(const std::string& source) {
 }  // namespace
 
 AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(opts)), rng_(opts_.seed) {
+  // A new file is created 0600; SQLite gives its -wal/-shm files the same mode.
+  if (auto c = files::create_private(opts_.db_path); !c)
+    throw std::runtime_error("acquirer simulator: cannot open " + opts_.db_path + ": " + c.error().message);
   if (sqlite3_open_v2(opts_.db_path.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
     std::string m = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -110,6 +117,7 @@ AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(
   exec_or_throw(db_,
                 "CREATE TABLE IF NOT EXISTS refunds(refund_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL,"
                 " amount_minor INTEGER NOT NULL, calls INTEGER NOT NULL, created_ms INTEGER NOT NULL)");
+  exec_or_throw(db_, "CREATE TABLE IF NOT EXISTS voids(payment_id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL)");
   committer_ = std::thread([this] { committer_loop(); });
 }
 
@@ -142,8 +150,28 @@ bool AcquirerSimulator::random_failure() {
   return std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < opts_.failure_rate;
 }
 
+namespace {
+AcquirerResult voided_result() {
+  AcquirerResult r;
+  r.approved = false;
+  r.decline_code = std::string(kChargeVoidedCode);
+  return r;
+}
+}  // namespace
+
 Result<AcquirerResult> AcquirerSimulator::charge(const ChargeRequest& req, std::chrono::milliseconds timeout) {
   if (req.source == "tok_timeout") {
+    {
+      // A voided id answers its recorded "not charged" at once (it never records a charge).
+      std::unique_lock lk(mu_);
+      if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
+      auto v = voided_locked(req.payment_id);
+      if (!v) return v.error();
+      if (*v) {
+        if (auto w = wait_read_committed(lk); !w) return w.error();
+        return voided_result();
+      }
+    }
     std::this_thread::sleep_for(timeout);
     return Error::timeout("acquirer did not answer within " + std::to_string(timeout.count()) + " ms");
   }
@@ -178,6 +206,15 @@ Result<AcquirerResult> AcquirerSimulator::charge(const ChargeRequest& req, std::
     }
     if (auto w = wait_committed(lk, *gen); !w) return w.error();
     return r;
+  }
+  {
+    // Voided by a lookup before this charge got here: declined, nothing stored.
+    auto v = voided_locked(req.payment_id);
+    if (!v) return v.error();
+    if (*v) {
+      if (auto w = wait_read_committed(lk); !w) return w.error();
+      return voided_result();
+    }
   }
   if (req.source == "tok_transient" && !transient_seen_.count(req.payment_id)) {
     if (transient_seen_.size() >= kMaxTransientSeen) transient_seen_.clear();
@@ -269,6 +306,65 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
   return r;
 }
 
+Result<std::optional<AcquirerResult>> AcquirerSimulator::lookup_charge(const std::string& payment_id,
+                                                                       std::chrono::milliseconds timeout) {
+  if (!wait_latency(timeout))
+    return Error::timeout("acquirer did not answer within " + std::to_string(timeout.count()) + " ms");
+  std::unique_lock lk(mu_);
+  if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
+  // Under mu_ a charge of this id cannot run between the reads and the void below.
+  std::optional<AcquirerResult> found;
+  {
+    Borrowed sel(stmt(kSelectCharge));  // reset before mu_ may be released below
+    if (!sel.ok()) return db_error(db_, "prepare select charge");
+    sel.bind(1, payment_id);
+    int rc = sel.step();
+    if (rc == SQLITE_ROW) {
+      found.emplace();
+      found->approved = sel.i64(0) != 0;
+      found->decline_code = sel.text(1);
+      found->acquirer_ref = deterministic_id("ch_", payment_id);
+    } else if (rc != SQLITE_DONE) {
+      return db_error(db_, "select charge");
+    }
+  }
+  if (found) {  // charged: its recorded result, once that is committed
+    if (auto w = wait_read_committed(lk); !w) return w.error();
+    return found;
+  }
+  auto v = voided_locked(payment_id);
+  if (!v) return v.error();
+  if (*v) {  // voided before: the same definitive answer
+    if (auto w = wait_read_committed(lk); !w) return w.error();
+    return std::optional<AcquirerResult>();
+  }
+  auto gen = join_group();
+  if (!gen) return gen.error();
+  {
+    Borrowed ins(stmt(kInsertVoid));
+    if (!ins.ok()) return db_error(db_, "prepare insert void");
+    ins.bind(1, payment_id).bind(2, now_ms());
+    if (ins.step() != SQLITE_DONE) return write_error("insert void");
+  }
+  if (auto w = wait_committed(lk, *gen); !w) return w.error();  // the void is durable before the answer
+  return std::optional<AcquirerResult>();
+}
+
+Result<bool> AcquirerSimulator::voided_locked(const std::string& payment_id) {
+  Borrowed sel(stmt(kSelectVoid));
+  if (!sel.ok()) return db_error(db_, "prepare select void");
+  sel.bind(1, payment_id);
+  int rc = sel.step();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(db_, "select void");
+  return rc == SQLITE_ROW;
+}
+
+Result<void> AcquirerSimulator::wait_read_committed(std::unique_lock<std::mutex>& lk) {
+  if (!open_) return {};  // no open group: what was read is committed
+  auto g = open_;
+  return wait_committed(lk, g);
+}
+
 sqlite3_stmt* AcquirerSimulator::stmt(const char* sql) {
   for (auto& [k, st] : stmts_)
     if (k == sql) return st;
@@ -334,6 +430,13 @@ Result<int64_t> AcquirerSimulator::charge_count() {
   std::lock_guard lk(mu_);
   Borrowed sel(stmt(kCountCharges));
   if (!sel.ok() || sel.step() != SQLITE_ROW) return db_error(db_, "count charges");
+  return sel.i64(0);
+}
+
+Result<int64_t> AcquirerSimulator::void_count() {
+  std::lock_guard lk(mu_);
+  Borrowed sel(stmt(kCountVoids));
+  if (!sel.ok() || sel.step() != SQLITE_ROW) return db_error(db_, "count voids");
   return sel.i64(0);
 }
 

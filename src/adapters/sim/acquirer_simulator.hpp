@@ -5,7 +5,8 @@
 //   tok_decline             declined, decline_code "card_declined"
 //   tok_insufficient_funds  declined, decline_code "insufficient_funds"
 //   tok_timeout             never answers in time: sleeps the full timeout (real time) and
-//                           returns Error::timeout; records no charge
+//                           returns Error::timeout; records no charge (so a lookup_charge
+//                           afterwards voids the id: definitively not charged)
 //   tok_transient           the first call for a payment id fails retryably
 //                           (Error::unavailable "acquirer_transient"); later calls approve
 //   tok_fraud               approves if it ever gets here (the fraud blocklist stops it first)
@@ -13,6 +14,11 @@
 // Options: `latency` is slept (real time) before every answer; if it exceeds the call's
 // timeout the call sleeps the timeout and returns Error::timeout. `failure_rate` makes a
 // seeded fraction of calls fail retryably ("acquirer_transient") before any effect.
+// Lookups (lookup_charge, the Acquirer port's contract): the stored charge result if there
+// is one; otherwise the payment id is voided (a row in `voids`, committed before the answer)
+// and the answer is nullopt; a charge of a voided id is declined with kChargeVoidedCode
+// (also tok_timeout's, at once) and stores nothing. Lookups sleep the configured latency
+// like every call, but `failure_rate` does not apply to them (it models refused charges).
 // Refunds: approved when the payment has an approved charge and the refunds of it stay
 // within the charged amount; otherwise declined "charge_not_found" /
 // "amount_exceeds_charge". Only approved refunds are stored.
@@ -22,6 +28,7 @@
 //   charges(payment_id TEXT PRIMARY KEY, amount_minor, currency, source, approved,
 //           decline_code, calls, created_ms)
 //   refunds(refund_id TEXT PRIMARY KEY, payment_id, amount_minor, calls, created_ms)
+//   voids(payment_id TEXT PRIMARY KEY, created_ms)   ids a lookup found not charged
 // A repeated charge (same payment_id) or refund (same refund_id) returns the stored result,
 // increments `calls` and moves money once — also across a restart on the same file.
 // Group commit: concurrent calls write into one open transaction; a committer thread
@@ -35,8 +42,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <thread>
+#include <optional>
 #include <random>
+#include <thread>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -66,8 +74,11 @@ class AcquirerSimulator final : public Acquirer {
 
   Result<AcquirerResult> charge(const ChargeRequest& req, std::chrono::milliseconds timeout) override;
   Result<AcquirerResult> refund(const AcquirerRefundRequest& req, std::chrono::milliseconds timeout) override;
+  Result<std::optional<AcquirerResult>> lookup_charge(const std::string& payment_id,
+                                                      std::chrono::milliseconds timeout) override;
 
   Result<int64_t> charge_count();              // rows in `charges`
+  Result<int64_t> void_count();                // rows in `voids`
   Result<int64_t> calls_for(const std::string& payment_id);  // `calls` of one charge (0 if none)
 
  private:
@@ -90,6 +101,11 @@ class AcquirerSimulator final : public Acquirer {
   Error write_error(const char* what);
   // Waits (releasing `lk`) until no group is open, so reads see only committed data.
   void wait_no_open_group(std::unique_lock<std::mutex>& lk);
+  // After a read under mu_ that found a row: the row is committed, or in the open group;
+  // waits (releasing `lk`) for that group's commit. An error if it failed (row gone).
+  Result<void> wait_read_committed(std::unique_lock<std::mutex>& lk);
+  // Under mu_: whether `payment_id` is voided (committed or in the open group).
+  Result<bool> voided_locked(const std::string& payment_id);
   void committer_loop();
   sqlite3_stmt* stmt(const char* sql);  // cached prepared statement (mu_ held)
 

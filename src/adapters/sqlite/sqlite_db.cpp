@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "common/files.hpp"
+
 namespace ps::sqlite {
 
 Error make_error(sqlite3* db, int rc, std::string_view what) {
@@ -69,6 +71,9 @@ std::string Query::text(int col) const {
 bool Query::is_null(int col) const { return sqlite3_column_type(s_->raw(), col) == SQLITE_NULL; }
 
 std::unique_ptr<Db> Db::open(const std::string& path) {
+  // A new database file is created 0600; SQLite gives its -wal/-shm files the same mode.
+  if (auto c = files::create_private(path); !c)
+    throw std::runtime_error("cannot open sqlite database " + path + ": " + c.error().message);
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);

@@ -78,8 +78,8 @@ class Query {
 
 class Db {
  public:
-  // Opens (creating if needed) the database file. Throws std::runtime_error on failure
-  // (start-up only).
+  // Opens (creating if needed, mode 0600: its -wal/-shm files get the same) the database
+  // file. Throws std::runtime_error on failure (start-up only).
   static std::unique_ptr<Db> open(const std::string& path);
   ~Db();
   Db(const Db&) = delete;

@@ -119,14 +119,17 @@ class FakeStageLog : public StageLog {
   }
 };
 
-// Acquirer fake: a per-call script function.
+// Acquirer fake: a per-call script function. Without on_lookup, a lookup answers "not
+// charged" (the scripted charges of such tests never reach the acquirer).
 class FakeAcquirer : public Acquirer {
  public:
   std::function<Result<AcquirerResult>(const ChargeRequest&, int call)> on_charge;
   std::function<Result<AcquirerResult>(const AcquirerRefundRequest&, int call)> on_refund;
+  std::function<Result<std::optional<AcquirerResult>>(const std::string& payment_id, int call)> on_lookup;
   std::mutex mu;
   std::map<std::string, int> charge_calls;
-  std::vector<std::string> order;   // payment ids in call order
+  std::map<std::string, int> lookup_calls;
+  std::vector<std::string> order;   // payment ids in call order (lookups as "lookup:<id>")
 
   Result<AcquirerResult> charge(const ChargeRequest& req, std::chrono::milliseconds) override {
     int n;
@@ -145,6 +148,17 @@ class FakeAcquirer : public Acquirer {
       order.push_back("refund:" + req.refund_id);
     }
     return on_refund(req, n);
+  }
+  Result<std::optional<AcquirerResult>> lookup_charge(const std::string& payment_id,
+                                                      std::chrono::milliseconds) override {
+    int n;
+    {
+      std::lock_guard lk(mu);
+      n = ++lookup_calls[payment_id];
+      order.push_back("lookup:" + payment_id);
+    }
+    if (!on_lookup) return std::optional<AcquirerResult>();
+    return on_lookup(payment_id, n);
   }
 };
 
