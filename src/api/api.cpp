@@ -506,20 +506,10 @@ struct Api::Impl {
     } else {
       log::warn("idempotency cache failed; using the durable store", {{"error", b.error().message}});
     }
-    auto guard = std::make_shared<IdemGuard>(d.idempotency, merchant_id, key);
-    auto durable = d.intake.find_idempotency(merchant_id, key);
-    if (!durable) {
-      guard->abandon();
-      fail(respond, durable.error());
-      return nullptr;
-    }
-    if (durable.value()) {
-      const IdempotencyRecord& rec = *durable.value();
-      guard->finish(rec, d.clock.now_ms());
-      respond(rec.fingerprint == fp ? replay(rec) : mismatch());
-      return nullptr;
-    }
-    return guard;
+    // No durable lookup here: the store's accept transaction is where (merchant, key) is
+    // unique, and it answers created=false with the first record for a key it already
+    // holds (replay or mismatch then). So a new key costs no read on the HTTP thread.
+    return std::make_shared<IdemGuard>(d.idempotency, merchant_id, key);
   }
 
   // The prologue of every idempotent create: validates the Idempotency-Key, fingerprints

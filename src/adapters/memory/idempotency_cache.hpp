@@ -1,6 +1,7 @@
 // In-process IdempotencyCache (embedded shape). Fast, non-authoritative: losing an entry
-// never causes a duplicate because IntakeStore keeps (merchant, key) unique for ever, and the
-// API falls back to IntakeStore::find_idempotency when the cache does not know a key.
+// never causes a duplicate because IntakeStore keeps (merchant, key) unique for ever: when
+// the cache does not know a key, the store's accept answers created=false with the first
+// record, which the API replays (or refuses as a mismatch).
 // Thread-safety: thread-safe; 32 shards, each behind its own mutex.
 // Bounds:
 //  - done entries live `ttl`; in-flight entries live at most `in_flight_ttl` (a crashed

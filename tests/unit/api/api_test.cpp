@@ -230,10 +230,20 @@ TEST(ApiIdempotency, StoreFailureIs503AndAbandonsKey) {
   EXPECT_EQ(err_code(r), "unavailable");
   h.s.fail_accept = false;
   EXPECT_EQ(h.pay(key, "k", kPayBody).status, 202);
-  h.s.fail_find = true;
-  EXPECT_EQ(h.pay(key, "k-new", kPayBody).status, 503);
-  h.s.fail_find = false;
+}
+
+// The request path reads nothing from the durable store for idempotency: a new key goes
+// straight to the accept transaction, which alone decides uniqueness.
+TEST(ApiIdempotency, NoDurableLookupOnTheRequestPath) {
+  Harness h;
+  std::string key = h.merchant();
+  h.s.fail_find = true;   // a lookup would turn these into 503s
   EXPECT_EQ(h.pay(key, "k-new", kPayBody).status, 202);
+  auto again = h.pay(key, "k-new", kPayBody);
+  EXPECT_EQ(again.status, 202);
+  EXPECT_EQ(hdr(again, "Idempotent-Replayed"), "true");
+  std::lock_guard lk(h.s.mu);
+  EXPECT_EQ(h.s.find_calls, 0);
 }
 
 TEST(ApiIdempotency, LostCacheFallsBackToDurableRecord) {

@@ -31,6 +31,7 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
   bool fail_accept = false;       // accept_* answer unavailable
   bool fail_find = false;         // find_idempotency answers unavailable
   bool hide_from_find = false;    // find_idempotency answers "none" (simulates a race)
+  int find_calls = 0;             // find_idempotency calls (with mu)
   bool settle_on_accept = false;  // accepted payments become succeeded at once
   bool defer_accepts = false;
   bool throw_on_accept = false;   // accept_* throw (a bug after the key was taken)
@@ -128,6 +129,7 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
   Result<std::optional<IdempotencyRecord>> find_idempotency(const std::string& merchant_id,
                                                             const std::string& key) override {
     std::lock_guard lk(mu);
+    ++find_calls;
     if (fail_find) return Error::unavailable("unavailable", "store down");
     if (hide_from_find) return std::optional<IdempotencyRecord>();
     auto it = idem.find({merchant_id, key});
