@@ -1,0 +1,51 @@
+// SqliteQueries: what the API reads and the admin writes — payments, refunds, balances
+// (maintained rows, never sums), journal entries, merchants, webhook endpoints, events.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "adapters/sqlite/sqlite_core.hpp"
+#include "ports/event_log.hpp"
+#include "ports/stores.hpp"
+
+namespace ps {
+
+class SqliteQueries : public PaymentQueries, public MerchantStore, public EndpointStore, public EventQueries {
+ public:
+  explicit SqliteQueries(sqlite::Core& core) : core_(core) {}
+
+  // PaymentQueries
+  Result<std::optional<Payment>> get_payment(const std::string& merchant_id,
+                                             const std::string& payment_id) override;
+  Result<std::vector<Payment>> list_payments(const std::string& merchant_id,
+                                             std::optional<PaymentStatus> status,
+                                             const Page& page) override;
+  Result<std::optional<Refund>> get_refund(const std::string& merchant_id,
+                                           const std::string& refund_id) override;
+  Result<std::vector<Balance>> balances(const std::string& merchant_id) override;
+  Result<std::vector<JournalEntry>> entries_for_payment(const std::string& merchant_id,
+                                                        const std::string& payment_id) override;
+  // MerchantStore (duplicate id or key hash: conflict "merchant_exists")
+  Result<void> create_merchant(const Merchant& m) override;
+  Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& key_hash) override;
+  Result<std::vector<Merchant>> all_merchants() override;
+  // EndpointStore (delete is a soft delete; its pending deliveries become failed
+  // with last_error "endpoint_deleted")
+  Result<void> create_endpoint(const WebhookEndpoint& e) override;
+  Result<std::vector<WebhookEndpoint>> list_endpoints(const std::string& merchant_id) override;
+  Result<std::optional<WebhookEndpoint>> get_endpoint(const std::string& merchant_id,
+                                                      const std::string& endpoint_id) override;
+  Result<bool> delete_endpoint(const std::string& merchant_id, const std::string& endpoint_id) override;
+  // EventQueries
+  Result<std::vector<MerchantEvent>> list_events(const std::string& merchant_id, const Page& page) override;
+  Result<std::optional<MerchantEvent>> get_event(const std::string& merchant_id,
+                                                 const std::string& event_id) override;
+
+ private:
+  sqlite::Core& core_;
+};
+
+}  // namespace ps
