@@ -18,7 +18,8 @@ import pslib
 
 REQUIRED_KEYS = ["offered_per_s", "achieved_per_s", "latency_ms", "errors", "reconciliation",
                  "requests", "responses", "accepted", "replays_ok", "conflicts_409", "connections",
-                 "connections_open_max", "processes", "duration_s", "generator_cpu_s", "ok", "failures"]
+                 "connections_open_max", "processes", "duration_s", "generator_cpu_s",
+                 "generator_cpu_us_per_request", "ok", "failures"]
 
 
 def run_bench(url: str, *args: str, out: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess, dict]:
@@ -75,6 +76,9 @@ def test_bench_short_run_reconciles_against_paystream(server, tmp_path):
     assert doc["connections_open_max"] == 40
     assert doc["e2e_ms"]["count"] == rec["terminal"]
     assert doc["generator_cpu_s"] > 0
+    cpu_us = (doc["generator_cpu_s"] + doc["generator_parent_cpu_s"]) * 1e6 / doc["requests"]
+    assert abs(doc["generator_cpu_us_per_request"] - cpu_us) <= 1e-6 * cpu_us
+    assert "µs per request" in p.stdout
     assert "offered" in p.stdout and "p99" in p.stdout
 
 
