@@ -106,6 +106,8 @@ class Worker {
     sweep_ns_ = std::clamp<int64_t>(r.timeout_ms / 10, 1, 50) * 1'000'000;
     res_.scheduled = schedule_.total();
     keys_.reserve(size_t(std::min<uint64_t>(schedule_.total() + 16, 50'000'000)));
+    accepted_keys_.reserve(keys_.capacity());
+    key_prefix_ = cfg_.run_id + "-w" + std::to_string(p.index) + "-";
   }
 
   int run() {
@@ -114,6 +116,9 @@ class Worker {
     wait_for_start();
     io_.run();
     res_.latency_us = std::move(hist_);
+    // (key, id) of every first acknowledgement, built once here rather than per answer.
+    res_.accepted.reserve(res_.accepted.size() + accepted_keys_.size());
+    for (uint32_t i : accepted_keys_) res_.accepted.emplace_back(std::move(keys_[i].key), std::move(keys_[i].id));
     std::ofstream f(p_.result_path, std::ios::trunc);
     f << res_.to_json();
     f.close();
@@ -268,7 +273,10 @@ class Worker {
     bool pair = u >= r.retry_share && u < r.retry_share + r.duplicate_share;
     uint32_t k = uint32_t(keys_.size());
     KeyRec rec;
-    rec.key = cfg_.run_id + "-w" + std::to_string(p_.index) + "-" + std::to_string(k);
+    char num[24];
+    const int len = std::snprintf(num, sizeof num, "%u", k);
+    rec.key.reserve(key_prefix_.size() + size_t(len));  // one allocation per new key
+    rec.key.append(key_prefix_).append(num, size_t(len));
     rec.source = uni_(rng_) < r.decline_share ? kDecline : uint32_t(rng_() % uint64_t(r.approve_sources));
     keys_.push_back(std::move(rec));
     pending_.push_back({due, k, pair ? Kind::pair : Kind::fresh});
@@ -439,7 +447,7 @@ class Worker {
           if (id.empty()) break;
           good = true;
           k.id = id;
-          res_.accepted.emplace_back(k.key, k.id);
+          accepted_keys_.push_back(c.slot.key);
           remember(c.slot.key);
           break;
         case Kind::retry:
@@ -460,7 +468,7 @@ class Worker {
           good = true;
           if (k.id.empty()) {
             k.id = id;
-            res_.accepted.emplace_back(k.key, k.id);
+            accepted_keys_.push_back(c.slot.key);
             remember(c.slot.key);
           } else if (id != k.id) {
             ++res_.pair_mismatch;
@@ -540,6 +548,8 @@ class Worker {
   std::deque<Conn*> idle_;
   std::deque<Slot> pending_;
   std::vector<KeyRec> keys_;
+  std::vector<uint32_t> accepted_keys_;  // keys_ whose id was acknowledged first (→ res_.accepted)
+  std::string key_prefix_;               // "<run id>-w<k>-"
   std::vector<uint32_t> ring_;
   size_t ring_pos_ = 0;
   size_t next_to_open_ = 0;
