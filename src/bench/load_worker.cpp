@@ -491,10 +491,11 @@ class Worker {
       ++res_.by_status[status];
       ++live_.errors;
     }
-    // Consume the message; bytes after it (none from a well-behaved server) stay for the next.
-    c.in_len -= h.total();
-    if (c.in_len) std::memmove(c.in.get(), c.in.get() + h.total(), c.in_len);
-    if (!h.keep_alive) {
+    // Bytes after the answer were never asked for (one request at a time, no pipelining):
+    // the answer counts, the connection is reopened rather than trusted with them.
+    const bool extra = c.in_len > h.total();
+    c.in_len = 0;
+    if (!h.keep_alive || extra) {
       close_conn(c);
     } else {
       c.state = Conn::State::idle;
