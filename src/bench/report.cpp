@@ -49,6 +49,11 @@ double RunOutcome::achieved_per_s() const {
   return double(merged.ok_slot_halves) / 2.0 / secs;
 }
 
+double RunOutcome::generator_cpu_us_per_request() const {
+  if (merged.requests == 0) return 0;
+  return (generator_cpu_s + parent_cpu_s) * 1e6 / double(merged.requests);
+}
+
 std::string report_json(const RunOutcome& o) {
   const auto& m = o.merged;
   const auto& c = *o.cfg;
@@ -131,6 +136,7 @@ std::string report_json(const RunOutcome& o) {
   j["reconciliation"] = std::move(rec);
   j["generator_cpu_s"] = o.generator_cpu_s;
   j["generator_parent_cpu_s"] = o.parent_cpu_s;
+  j["generator_cpu_us_per_request"] = o.generator_cpu_us_per_request();
   j["wall_s"] = o.wall_s;
   if (o.server_rss_max_mib) {
     j["server_rss_max_mib"] = *o.server_rss_max_mib;
@@ -184,8 +190,8 @@ std::string report_text(const RunOutcome& o) {
   } else {
     s += "  reconcile    FAILED: " + o.reconcile_error + "\n";
   }
-  s += fmt::format("  generator    {:.2f} s CPU in workers, {:.2f} s in the parent, {:.1f} s wall\n", o.generator_cpu_s,
-                   o.parent_cpu_s, o.wall_s);
+  s += fmt::format("  generator    {:.2f} s CPU in workers, {:.2f} s in the parent ({:.1f} µs per request), {:.1f} s wall\n",
+                   o.generator_cpu_s, o.parent_cpu_s, o.generator_cpu_us_per_request(), o.wall_s);
   if (o.server_rss_max_mib) s += fmt::format("  server RSS   max {:.1f} MiB\n", *o.server_rss_max_mib);
   s += o.failures.empty() ? "  result       OK\n" : "  result       FAILED\n";
   return s;

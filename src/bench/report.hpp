@@ -28,6 +28,8 @@ struct RunOutcome {
   double offered_per_s() const;
   double achieved_per_s() const;
   double schedule_length_s() const;
+  // (workers + parent CPU) / requests sent, in µs; 0 when nothing was sent.
+  double generator_cpu_us_per_request() const;
 };
 
 std::string report_json(const RunOutcome& o);

@@ -18,7 +18,8 @@ import pslib
 
 REQUIRED_KEYS = ["offered_per_s", "achieved_per_s", "latency_ms", "errors", "reconciliation",
                  "requests", "responses", "accepted", "replays_ok", "conflicts_409", "connections",
-                 "connections_open_max", "processes", "duration_s", "generator_cpu_s", "ok", "failures"]
+                 "connections_open_max", "processes", "duration_s", "generator_cpu_s",
+                 "generator_cpu_us_per_request", "ok", "failures"]
 
 
 def run_bench(url: str, *args: str, out: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess, dict]:
@@ -75,6 +76,9 @@ def test_bench_short_run_reconciles_against_paystream(server, tmp_path):
     assert doc["connections_open_max"] == 40
     assert doc["e2e_ms"]["count"] == rec["terminal"]
     assert doc["generator_cpu_s"] > 0
+    cpu_us = (doc["generator_cpu_s"] + doc["generator_parent_cpu_s"]) * 1e6 / doc["requests"]
+    assert abs(doc["generator_cpu_us_per_request"] - cpu_us) <= 1e-6 * cpu_us
+    assert "µs per request" in p.stdout
     assert "offered" in p.stdout and "p99" in p.stdout
 
 
@@ -93,7 +97,8 @@ def test_bench_usage_errors_exit_2(tmp_path):
 class FakeApi:
     """A minimal in-memory API. mode: 'replay_new_id' answers a retried key with a NEW
     payment (a duplicate) while claiming to replay; 'never_settle' leaves every payment
-    processing."""
+    processing; 'malformed' answers every second payment request with a chunked
+    (unsupported) or a garbage answer and closes the connection."""
 
     def __init__(self, mode: str):
         self.mode = mode
@@ -101,6 +106,7 @@ class FakeApi:
         self.payments: list[dict] = []          # creation order
         self.by_id: dict[str, dict] = {}
         self.first_by_key: dict[str, dict] = {}
+        self.posts = 0
         api = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -127,6 +133,17 @@ class FakeApi:
                 if self.path != "/v1/payments":
                     return self.reply(404, {"error": {"type": "invalid_request_error", "code": "not_found"}})
                 key = self.headers.get("Idempotency-Key", "")
+                if api.mode == "malformed":
+                    with api.lock:
+                        api.posts += 1
+                        n = api.posts
+                    if n % 2 == 0:
+                        raw = (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                               if n % 4 == 0 else b"HTTP/1.1 2x2 Nope\r\n\r\n" + b"\x00" * 64 + b"\r\n\r\n")
+                        self.wfile.write(raw)
+                        self.wfile.flush()
+                        self.close_connection = True
+                        return
                 status, obj, hdrs = api.create(key, body)
                 self.reply(status, obj, hdrs)
 
@@ -237,5 +254,24 @@ def test_bench_fails_when_payments_never_settle(tmp_path):
         assert rec["settled"] is False
         assert rec["duplicates"] == 0                  # replays were correct; only settling failed
         assert doc["errors"]["total"] == 0
+    finally:
+        fake.close()
+
+
+def test_bench_counts_malformed_answers_as_io_errors(tmp_path):
+    fake = FakeApi("malformed")
+    try:
+        out = str(tmp_path / "bad.json")
+        p, doc = run_bench(f"http://127.0.0.1:{fake.port}", "--admin-key", "adm", "--rate", "50",
+                           "--duration-s", "1", "--connections", "4", "--processes", "1", "--no-reconcile",
+                           "--retry-share", "0", "--duplicate-share", "0", "--progress-interval-s", "0",
+                           out=out, timeout_s=60)
+        assert p.returncode == 1, explain(p)          # failed loudly, not crashed
+        assert "bench: FAILED" in p.stderr
+        err = doc["errors"]
+        assert err["io"] > 0 and err["by_status"] == {} and err["timeout"] == 0, err
+        assert doc["requests"] == doc["scheduled"] == 50
+        assert doc["responses"] + err["io"] == doc["requests"]
+        assert doc["status_2xx"] == doc["responses"] > 0   # the well-formed half still counted
     finally:
         fake.close()
