@@ -427,3 +427,19 @@ def test_chart_passes_only_real_options(rendered):
             assert k in envs, f"ConfigMap key {k} is no option of the binary"
     for s in of_kind(objs, "Secret"):
         assert set(s["stringData"]) <= envs
+
+
+@pytest.mark.parametrize("mode", ["keda", "external"])
+def test_topic_prefix_reaches_groups_and_topics(mode):
+    objs = render("--set", "config.topicPrefix=t1.", "--set", f"workers.autoscaling.mode={mode}")
+    assert by_name(objs, "ConfigMap")["ps-paystream-config"]["data"]["PAYSTREAM_TOPIC_PREFIX"] == "t1."
+    for stage, topics in STAGES.items():
+        if mode == "keda":
+            md = [t["metadata"] for t in by_name(objs, "ScaledObject")[f"ps-paystream-worker-{stage}"]["spec"]["triggers"]]
+            groups, seen = {m["consumerGroup"] for m in md}, sorted(m["topic"] for m in md)
+        else:
+            sel = [m["external"]["metric"]["selector"]["matchLabels"]
+                   for m in by_name(objs, "HorizontalPodAutoscaler")[f"ps-paystream-worker-{stage}"]["spec"]["metrics"]]
+            groups, seen = {s["consumergroup"] for s in sel}, sorted(s["topic"] for s in sel)
+        assert groups == {"t1." + stage}
+        assert seen == sorted("t1." + t for t in topics)
