@@ -37,7 +37,7 @@ STAGES = {  # stage -> topics it consumes (src/app/distributed.cpp, the StageRun
     "notifier": ["tx.settled", "tx.failed"],
 }
 ALL_TOPICS = ["tx.initiated", "tx.validated", "tx.settled", "tx.failed", "tx.dlq"]
-WORKER_FLUSH_S = 10  # a worker flushes its producer for at most --shutdown-timeout-ms's default (not a worker flag)
+WORKER_FLUSH_S = 10  # a worker flushes its Kafka producer for at most 10 s (the default of --shutdown-timeout-ms, not a worker option)
 
 
 def versions():
