@@ -33,7 +33,8 @@ class SystemResolver final : public HostResolver {
 // getaddrinfo(host, SOCK_STREAM), every family, duplicates removed, in the resolver's order.
 Result<std::vector<IpAddress>> getaddrinfo_lookup(const std::string& host);
 
-// A process-wide SystemResolver (for the operator-configured outbound URLs).
+// The process-wide SystemResolver of webhook URLs (creation and delivery). http_post, for
+// operator-configured URLs, uses one of its own.
 SystemResolver& system_resolver();
 
 }  // namespace ps

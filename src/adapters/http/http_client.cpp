@@ -142,7 +142,10 @@ Result<HttpClientResponse> http_post(const std::string& url, const HttpHeaders& 
   const auto deadline = Steady::now() + timeout;
   auto u = parse_http_url(url);
   if (!u) return u.error();
-  auto addrs = addresses_of(*u, system_resolver(), deadline);
+  // Operator-configured peers (acquirer, risk provider) get their own resolver, so a burst
+  // of webhook lookups cannot make a charge wait for a lookup slot.
+  static SystemResolver operator_resolver(1024);
+  auto addrs = addresses_of(*u, operator_resolver, deadline);
   if (!addrs) return addrs.error();
   return exchange(*u, *addrs, headers, body, deadline);
 }
