@@ -94,7 +94,9 @@ class HostResolver {
 };
 
 using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
-// POSTs a webhook. Ok(status) for any HTTP answer; an error for connect/timeout failures.
+// POSTs a webhook. Ok(status) for any HTTP answer; an error for connect/timeout failures,
+// and invalid_request "url_invalid" / "url_not_allowed" (not retryable, nothing sent) for
+// a URL that is malformed or reaches an address the sender's policy refuses (SPEC §3).
 class WebhookSender {
  public:
   virtual ~WebhookSender() = default;
