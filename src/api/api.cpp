@@ -864,9 +864,32 @@ struct Api::Impl {
   }
 
   // ---- webhook endpoints --------------------------------------------------------------
+  // SPEC §3: the URL must reach allowed (global) addresses only. A name is resolved here,
+  // bounded, and every address checked; a name that does not resolve now is refused too
+  // (nothing could be checked). The sender resolves and checks again at every attempt.
+  Result<void> check_endpoint_target(const HttpUrl& t) {
+    if (t.ip) return cfg.webhook_targets.check(*t.ip);
+    auto unresolvable = [&](const std::string& why) {
+      return Error::invalid("url_unresolvable", "url host " + t.host + " could not be resolved: " + why, "url");
+    };
+    if (!d.resolver) return unresolvable("no resolver is configured");
+    auto addrs = d.resolver->resolve(t.host, std::chrono::milliseconds(std::max<int64_t>(1, cfg.webhook_resolve_timeout_ms)));
+    if (!addrs) return unresolvable(addrs.error().message);
+    if (addrs->empty()) return unresolvable("no addresses");
+    for (const auto& a : *addrs) {
+      if (auto c = cfg.webhook_targets.check(a); !c) {
+        Error e = c.error();
+        e.message = "url host " + t.host + " resolves to " + a.to_string() + "; " + e.message;
+        return e;
+      }
+    }
+    return ok();
+  }
+
   void create_endpoint(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
     auto in = parse_endpoint_request(req.body, cfg.json_max_depth);
     if (!in) return fail(respond, in.error());
+    if (auto t = check_endpoint_target(in->target); !t) return fail(respond, t.error());
     WebhookEndpoint e;
     e.id = random_token("we_", 12);
     e.merchant_id = ctx.merchant.id;

@@ -17,6 +17,7 @@
 #include "common/result.hpp"
 #include "ports/backlog.hpp"
 #include "ports/clock.hpp"
+#include "ports/external.hpp"
 #include "ports/fast_state.hpp"
 #include "ports/stores.hpp"
 
@@ -42,6 +43,12 @@ struct ApiConfig {
   // max_backlog_age_ms. 0 = that bound is off. Retries of a known key still replay.
   uint64_t max_backlog_records = 0;
   int64_t max_backlog_age_ms = 0;
+  // Webhook endpoint URLs (SPEC §3): an IP literal must be one `webhook_targets` allows; a
+  // DNS name is resolved (ApiDeps::resolver, at most webhook_resolve_timeout_ms) and every
+  // address must be allowed. Otherwise 400 url_not_allowed; a name that does not resolve
+  // (or no resolver) is 400 url_unresolvable. The sender checks again at connect time.
+  AddressPolicy webhook_targets;
+  int64_t webhook_resolve_timeout_ms = 2000;
 };
 
 struct ApiDeps {
@@ -55,6 +62,7 @@ struct ApiDeps {
   RateLimiter& rate_limiter;
   const Clock& clock;
   const BacklogProbe* backlog = nullptr;   // intake admission; null: no bound
+  HostResolver* resolver = nullptr;        // webhook URL names; null: names are refused
 };
 
 struct RouteSpec {

@@ -201,15 +201,11 @@ Result<EndpointInput> parse_endpoint_request(std::string_view body, int max_dept
   if (!url || url->is_null()) return bad("parameter_missing", missing_msg("url"), "url");
   if (!url->is_string()) return bad("url_invalid", "url must be a string", "url");
   std::string_view u = url->get_string();
-  std::string_view rest;
-  if (u.rfind("http://", 0) == 0) rest = u.substr(7);
-  else if (u.rfind("https://", 0) == 0) rest = u.substr(8);
-  else return bad("url_invalid", "url must start with http:// or https://", "url");
-  std::string_view host = rest.substr(0, rest.find_first_of("/?#"));
-  if (u.size() > kMaxUrlChars || host.empty() || host[0] == ':' || !printable_ascii(u) ||
-      u.find(' ') != std::string_view::npos)
-    return bad("url_invalid", "url must be an absolute http(s) URL of at most 2048 characters", "url");
+  // The sender's own parser: whatever is accepted here can be sent to.
+  auto target = parse_http_url(u);
+  if (!target) return target.error();
   in.url = std::string(u);
+  in.target = std::move(target.value());
   if (auto* ev = o.if_contains("enabled_events"); ev && !ev->is_null()) {
     if (!ev->is_array()) return bad("parameter_invalid", "enabled_events must be an array", "enabled_events");
     const auto& arr = ev->get_array();

@@ -11,6 +11,7 @@
 
 #include "api/http_types.hpp"
 #include "common/result.hpp"
+#include "domain/http_url.hpp"
 #include "domain/model.hpp"
 #include "ports/stores.hpp"
 
@@ -23,7 +24,7 @@ inline constexpr size_t kMaxMetadataKeys = 50;
 inline constexpr size_t kMaxMetadataKeyChars = 40;
 inline constexpr size_t kMaxMetadataValueChars = 500;
 inline constexpr size_t kMaxMerchantNameChars = 200;
-inline constexpr size_t kMaxUrlChars = 2048;
+inline constexpr size_t kMaxUrlChars = kMaxOutboundUrlChars;
 inline constexpr size_t kMaxEnabledEvents = 16;
 inline constexpr double kMinRatePerSecond = 0.001;   // merchant rate_limit.per_second range
 inline constexpr double kMaxRatePerSecond = 1e6;
@@ -54,7 +55,8 @@ struct MerchantInput {
 Result<MerchantInput> parse_merchant_request(std::string_view body, int max_depth);
 
 struct EndpointInput {
-  std::string url;
+  std::string url;                          // as given (parse_http_url accepted it)
+  HttpUrl target;                           // its parts
   std::vector<std::string> enabled_events;  // empty = all
 };
 Result<EndpointInput> parse_endpoint_request(std::string_view body, int max_depth);

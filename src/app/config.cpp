@@ -48,9 +48,18 @@ Result<void> ServeConfig::validate() const {
   for (auto d : webhook_retry_schedule_ms)
     if (d < 1) return bad("webhook_retry_schedule_ms", "every retry delay must be >= 1 ms");
   if (webhook_timeout_ms < 1) return bad("webhook_timeout_ms", "--webhook-timeout-ms must be >= 1");
+  if (auto c = parse_cidr_list(webhook_allow_cidrs); !c)
+    return bad("webhook_allow_cidrs", "--webhook-allow-cidrs: " + c.error().message);
+  if (webhook_resolve_timeout_ms < 1 || webhook_resolve_timeout_ms > 30000)
+    return bad("webhook_resolve_timeout_ms", "--webhook-resolve-timeout-ms must be 1..30000");
   if (log_level != "debug" && log_level != "info" && log_level != "warn" && log_level != "error")
     return bad("log_level", "--log-level must be debug, info, warn or error");
   return ok();
+}
+
+AddressPolicy ServeConfig::webhook_policy() const {
+  auto c = parse_cidr_list(webhook_allow_cidrs);
+  return c ? AddressPolicy(std::move(c.value())) : AddressPolicy();
 }
 
 namespace {
@@ -103,6 +112,14 @@ void add_stage_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--webhook-timeout-ms", s.webhook_timeout_ms, "timeout of one webhook attempt");
 }
 
+void add_webhook_target_options(CLI::App& c, ServeConfig& s) {
+  opt(c, "--webhook-allow-cidrs", s.webhook_allow_cidrs,
+      "comma list of CIDRs webhook URLs may reach besides global addresses (e.g. 127.0.0.0/8,::1/128 for tests)")
+      ->delimiter(',');
+  opt(c, "--webhook-resolve-timeout-ms", s.webhook_resolve_timeout_ms,
+      "DNS lookup of a webhook URL's host when an endpoint is created");
+}
+
 void add_log_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--log-level", s.log_level, "debug|info|warn|error");
 }
@@ -124,6 +141,7 @@ void add_serve_options(CLI::App& c, ServeConfig& s) {
       "age of the oldest record a settling stage has yet to consume before new payments get 503 "
       "store_overloaded; 0 = off (one slow payment, e.g. an acquirer timeout, then stops intake)");
   add_stage_options(c, s);
+  add_webhook_target_options(c, s);
   opt(c, "--acquirer-latency-ms", s.acquirer_latency_ms, "simulated acquirer latency");
   opt(c, "--acquirer-failure-rate", s.acquirer_failure_rate, "simulated transient failure rate 0..1");
   opt(c, "--acquirer-seed", s.acquirer_seed, "simulator random seed");

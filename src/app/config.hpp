@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "domain/http_url.hpp"
 
 namespace CLI { class App; }
 
@@ -57,13 +58,20 @@ struct ServeConfig {
   int64_t fee_fixed_minor = 0;
   // Notifier
   std::vector<int64_t> webhook_retry_schedule_ms;  // empty: Standard Webhooks default (~3 days)
-  int64_t webhook_timeout_ms = 5000;
+  int64_t webhook_timeout_ms = 5000;              // one attempt, DNS lookup included
+  // Webhook targets (SPEC §3): only global addresses, plus these ranges (CIDRs, e.g.
+  // 127.0.0.0/8,::1/128 for tests or 10.0.0.0/8 for a private deployment). Read by serve,
+  // the gateway (endpoint creation) and the notifier worker (every attempt).
+  std::vector<std::string> webhook_allow_cidrs;
+  int64_t webhook_resolve_timeout_ms = 2000;       // DNS lookup of a URL at endpoint creation
   // Logs
   std::string log_level = "info";
 
   std::string host() const;
   uint16_t port() const;
   Result<void> validate() const;
+  // The policy of webhook_allow_cidrs (validate() has checked them).
+  AddressPolicy webhook_policy() const;
 };
 
 // Registers the serve flags (with PAYSTREAM_* environment fallbacks) on a CLI11 subcommand.
@@ -73,6 +81,7 @@ void add_http_options(CLI::App& cmd, ServeConfig& cfg);   // listen, threads, li
 void add_api_options(CLI::App& cmd, ServeConfig& cfg);    // amounts, rate limits, idempotency
 void add_stage_options(CLI::App& cmd, ServeConfig& cfg);  // fraud, processor, ledger fees, webhooks
 void add_log_options(CLI::App& cmd, ServeConfig& cfg);
+void add_webhook_target_options(CLI::App& cmd, ServeConfig& cfg);  // serve, gateway, worker
 // "--rate-limit-per-s" -> "PAYSTREAM_RATE_LIMIT_PER_S"
 std::string env_name_for(const std::string& flag);
 

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "adapters/http/http_acquirer.hpp"
+#include "adapters/http/host_resolver.hpp"
 #include "adapters/http/http_client.hpp"
 #include "adapters/http/http_server.hpp"
 #include "adapters/kafka/kafka.hpp"
@@ -85,6 +86,7 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
         "PAYSTREAM_ADMIN_KEY is required (gateways are stateless: every gateway needs the same admin key)", "admin_key"));
   sigset_t signals = block_shutdown_signals();
   SystemClock clock;
+  log_webhook_targets(cfg);
 
   auto publisher = KafkaPublisher::open(kafka_options(d, "gateway"));
   if (!publisher) return startup_error("cannot open Kafka producer", publisher.error());
@@ -113,7 +115,8 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
   });
   RedisEvictionsMonitor evictions({durable->get(), cache->get()}, std::chrono::seconds(5));
 
-  Api api(ApiDeps{**store, payments, merchants, **store, **store, **store, idempotency, rate_limiter, clock},
+  Api api(ApiDeps{**store, payments, merchants, **store, **store, **store, idempotency, rate_limiter, clock,
+                  nullptr, &system_resolver()},
           api_config(cfg, admin_env));
   if (auto w = api.warm(); !w) return startup_error("cannot warm caches", w.error());  // before /readyz
   (*store)->set_terminal_listener([&api](const std::vector<std::string>& ids) { api.notify_terminal(ids); });
@@ -144,6 +147,7 @@ int run_worker(const ServeConfig& cfg, const DistConfig& d) {
   if (auto v = d.validate({true, true, needs_redis}); !v) return config_error("worker", v.error());
   sigset_t signals = block_shutdown_signals();
   SystemClock clock;
+  log_webhook_targets(cfg);
   std::string role = "worker";
   for (const auto& s : d.stages) role += "-" + s;
 
@@ -188,7 +192,7 @@ int run_worker(const ServeConfig& cfg, const DistConfig& d) {
   std::unique_ptr<HttpAcquirer> acquirer;
   std::unique_ptr<ProcessorStage> processor;
   std::unique_ptr<LedgerStage> ledger;
-  HttpWebhookSender webhook_sender;
+  HttpWebhookSender webhook_sender(cfg.webhook_policy(), &system_resolver());
   std::unique_ptr<NotifierStage> notifier;
   std::unique_ptr<WebhookDispatcher> dispatcher;
   RunnerOptions run_opts;

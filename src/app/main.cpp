@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   auto* gateway = app.add_subcommand("gateway", "HTTP API: auth, rate limits, idempotency; appends to tx.initiated");
   ps::app::add_http_options(*gateway, gw_cfg);
   ps::app::add_api_options(*gateway, gw_cfg);
+  ps::app::add_webhook_target_options(*gateway, gw_cfg);
   ps::app::add_log_options(*gateway, gw_cfg);
   ps::app::add_kafka_options(*gateway, gw_dist);
   ps::app::add_postgres_options(*gateway, gw_dist);
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   auto* worker = app.add_subcommand("worker", "pipeline stages over Kafka: fraud, processor, ledger, notifier");
   ps::app::add_worker_options(*worker, wk_dist);
   ps::app::add_stage_options(*worker, wk_cfg);
+  ps::app::add_webhook_target_options(*worker, wk_cfg);
   ps::app::add_log_options(*worker, wk_cfg);
   ps::app::add_kafka_options(*worker, wk_dist);
   ps::app::add_postgres_options(*worker, wk_dist);

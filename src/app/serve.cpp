@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 
+#include "adapters/http/host_resolver.hpp"
 #include "adapters/http/http_client.hpp"
 #include "adapters/http/http_server.hpp"
 #include "adapters/memory/idempotency_cache.hpp"
@@ -38,6 +39,7 @@ int run_serve(const ServeConfig& cfg) {
   }
   sigset_t signals = block_shutdown_signals();
   SystemClock clock;
+  log_webhook_targets(cfg);
 
   // Private at rest: the directory 0700, every file in it 0600.
   if (auto d = prepare_data_dir(cfg.data_dir, {"paystream.db", "paystream.db-wal", "paystream.db-shm",
@@ -78,7 +80,7 @@ int run_serve(const ServeConfig& cfg) {
   InMemoryIdempotencyCache idempotency(std::chrono::seconds(cfg.idempotency_ttl_s));
   InMemoryRateLimiter rate_limiter;
   InMemoryVelocityCounter velocity;
-  HttpWebhookSender webhook_sender;
+  HttpWebhookSender webhook_sender(cfg.webhook_policy(), &system_resolver());
   std::unique_ptr<HttpRiskProvider> risk;
   if (!cfg.risk_url.empty()) risk = std::make_unique<HttpRiskProvider>(cfg.risk_url);
 
@@ -112,7 +114,8 @@ int run_serve(const ServeConfig& cfg) {
   ApiConfig acfg = api_config(cfg, admin_key);
   acfg.max_backlog_records = uint64_t(cfg.max_backlog_records);
   acfg.max_backlog_age_ms = cfg.max_backlog_age_ms;
-  Api api(ApiDeps{*store, *store, *store, *store, *store, *store, idempotency, rate_limiter, clock, &backlog},
+  Api api(ApiDeps{*store, *store, *store, *store, *store, *store, idempotency, rate_limiter, clock, &backlog,
+                  &system_resolver()},
           std::move(acfg));
   if (auto w = api.warm(); !w) {
     log::error("cannot warm caches", {{"error", w.error().message}});

@@ -93,7 +93,17 @@ ApiConfig api_config(const ServeConfig& cfg, std::string admin_key) {
   a.default_rate_per_s = cfg.rate_limit_per_s;
   a.default_burst = cfg.rate_limit_burst;
   a.max_wait_ms = int(cfg.max_wait_ms);
+  a.webhook_targets = cfg.webhook_policy();
+  a.webhook_resolve_timeout_ms = cfg.webhook_resolve_timeout_ms;
   return a;
+}
+
+void log_webhook_targets(const ServeConfig& cfg) {
+  const auto policy = cfg.webhook_policy();
+  if (policy.allow_list().empty()) return;
+  std::string list;
+  for (const auto& c : policy.allow_list()) list += (list.empty() ? "" : ",") + c.to_string();
+  log::warn("webhook URLs may reach these non-global ranges (--webhook-allow-cidrs)", {{"cidrs", list}});
 }
 
 HttpServerOptions http_options(const ServeConfig& cfg) {

@@ -27,6 +27,8 @@ ProcessorConfig processor_config(const ServeConfig& cfg);
 FeeConfig fee_config(const ServeConfig& cfg);
 DispatcherOptions dispatcher_options(const ServeConfig& cfg);
 ApiConfig api_config(const ServeConfig& cfg, std::string admin_key);
+// Logs (warn) the non-global ranges webhook URLs may reach, when any are allow-listed.
+void log_webhook_targets(const ServeConfig& cfg);
 HttpServerOptions http_options(const ServeConfig& cfg);
 
 // The data directory of `serve` and `acquirer-sim`: created if missing and made 0700, and

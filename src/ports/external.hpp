@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "domain/http_url.hpp"
 
 namespace ps {
 
@@ -83,8 +84,19 @@ class RiskProvider {
   virtual Result<RiskVerdict> assess(const RiskRequest& req, std::chrono::milliseconds timeout) = 0;
 };
 
+// Name resolution for outbound calls: the addresses of a DNS name (never an IP literal),
+// within `timeout`. Errors: timeout (retryable); unavailable "resolve_failed" (the name
+// does not resolve, or the resolver failed) or "resolve_busy" (too many lookups pending).
+class HostResolver {
+ public:
+  virtual ~HostResolver() = default;
+  virtual Result<std::vector<IpAddress>> resolve(const std::string& host, std::chrono::milliseconds timeout) = 0;
+};
+
 using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
-// POSTs a webhook. Ok(status) for any HTTP answer; an error for connect/timeout failures.
+// POSTs a webhook. Ok(status) for any HTTP answer; an error for connect/timeout failures,
+// and invalid_request "url_invalid" / "url_not_allowed" (not retryable, nothing sent) for
+// a URL that is malformed or reaches an address the sender's policy refuses (SPEC §3).
 class WebhookSender {
  public:
   virtual ~WebhookSender() = default;

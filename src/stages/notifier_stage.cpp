@@ -103,6 +103,22 @@ metrics::Counter& deliveries_total(const char* outcome) {
                                      "Webhook delivery attempts by outcome", {{"outcome", outcome}});
 }
 
+// Endpoint breakers by state, as counts: a per-endpoint series on the unauthenticated
+// /metrics would tell anyone whether a merchant's target answers.
+metrics::Gauge& endpoint_breakers(const char* state) {
+  return metrics::registry().gauge("paystream_webhook_endpoint_breakers",
+                                   "Webhook endpoint circuit breakers currently open or half-open",
+                                   {{"state", state}});
+}
+
+void count_breaker_change(CircuitBreaker::State from, CircuitBreaker::State to) {
+  using S = CircuitBreaker::State;
+  if (from == S::open) endpoint_breakers("open").dec();
+  if (from == S::half_open) endpoint_breakers("half_open").dec();
+  if (to == S::open) endpoint_breakers("open").inc();
+  if (to == S::half_open) endpoint_breakers("half_open").inc();
+}
+
 // The payment id a merchant event is about (the key of its dead letter).
 std::string payment_id_of(const MerchantEvent& e) {
   boost::system::error_code ec;
@@ -122,6 +138,8 @@ WebhookDispatcher::WebhookDispatcher(DeliveryStore& store, WebhookSender& sender
   // Every outcome exported at 0 from the start too: a scrape right after the first
   // delivery (or before any) sees the family, and rate() has a baseline.
   for (const char* o : {"succeeded", "failed_attempt", "dead_lettered", "circuit_open"}) deliveries_total(o);
+  endpoint_breakers("open");
+  endpoint_breakers("half_open");
 }
 
 WebhookDispatcher::~WebhookDispatcher() { stop(); }
@@ -159,7 +177,8 @@ std::shared_ptr<CircuitBreaker> WebhookDispatcher::breaker_for(const std::string
       else ++b;
     }
   }
-  auto b = std::make_shared<CircuitBreaker>("webhook:" + endpoint_id, clock_, opts_.endpoint_breaker);
+  auto b = std::make_shared<CircuitBreaker>("webhook:" + endpoint_id, clock_, opts_.endpoint_breaker,
+                                            count_breaker_change);
   breakers_.emplace(endpoint_id, b);
   return b;
 }

@@ -9,7 +9,7 @@
 //
 // WebhookDispatcher (own thread): repeatedly takes due deliveries (bounded batch) and
 // sends them with up to `concurrency` threads. Per endpoint a CircuitBreaker
-// ("webhook:<endpoint id>"): while open, a delivery is rescheduled to when the endpoint may
+// ("webhook:<endpoint id>", named in logs only): while open, a delivery is rescheduled to when the endpoint may
 // be tried again, without counting an attempt. 2xx -> succeeded; otherwise attempts+1 and
 // the next attempt after retry_schedule[attempts-1] plus jitter (0..jitter_fraction of the
 // delay); after the last scheduled retry the delivery is failed and a DeadLetter (topic
@@ -17,7 +17,9 @@
 // payment id) is recorded with it. Webhooks are at-least-once: a crash after the POST but
 // before record_attempt sends it again with the same webhook-id.
 // Metrics: paystream_webhook_deliveries_total{outcome} (succeeded, failed_attempt,
-// dead_lettered, circuit_open), paystream_webhook_attempt_duration_seconds.
+// dead_lettered, circuit_open), paystream_webhook_attempt_duration_seconds, and
+// paystream_webhook_endpoint_breakers{state="open"|"half_open"} (counts: no series names
+// an endpoint, so the unauthenticated /metrics tells nobody whether a target answers).
 // Thread-safety: start/stop/run_once from one owner thread; internals are synchronised.
 #pragma once
 #include <atomic>

@@ -10,16 +10,22 @@ CircuitBreaker::CircuitBreaker(std::string dependency, const Clock& clock, Break
     : dependency_(std::move(dependency)),
       clock_(clock),
       opts_(opts),
-      gauge_(metrics::registry().gauge("paystream_circuit_state",
-                                       "Circuit breaker state per dependency (0 closed, 1 open, 2 half-open)",
-                                       {{"dependency", dependency_}})) {
-  gauge_.set(0);
+      gauge_(&metrics::registry().gauge("paystream_circuit_state",
+                                        "Circuit breaker state per dependency (0 closed, 1 open, 2 half-open)",
+                                        {{"dependency", dependency_}})) {
+  gauge_->set(0);
 }
+
+CircuitBreaker::CircuitBreaker(std::string dependency, const Clock& clock, BreakerOptions opts,
+                               StateObserver observer)
+    : dependency_(std::move(dependency)), clock_(clock), opts_(opts), observer_(std::move(observer)) {}
 
 void CircuitBreaker::set_state_locked(State s) {
   if (s == state_) return;
+  const State from = state_;
   state_ = s;
-  gauge_.set(static_cast<double>(static_cast<int>(s)));
+  if (gauge_) gauge_->set(static_cast<double>(static_cast<int>(s)));
+  if (observer_) observer_(from, s);
   static constexpr const char* kNames[] = {"closed", "open", "half_open"};
   log::info("circuit breaker state change", {{"dependency", dependency_}, {"state", kNames[int(s)]}});
 }

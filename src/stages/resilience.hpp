@@ -8,13 +8,16 @@
 // on_success() or on_failure(). admit() is allow() that also tells a half-open trial slot
 // apart from a normal (closed) admission, so a caller may let the trial's owner finish
 // its own bounded retries (the processor does, to guarantee progress while open). State is exported as gauge
-// paystream_circuit_state{dependency} (0 closed, 1 open, 2 half-open).
+// paystream_circuit_state{dependency} (0 closed, 1 open, 2 half-open) — unless the breaker
+// is built with a StateObserver, which then gets every state change instead (for breakers
+// whose dependency name must not become a metric label, e.g. one per webhook endpoint).
 // Backoff: delay(n) is uniform in [0, min(cap, base * 2^(n-1))] (full jitter), from a
 // seeded std::mt19937_64, so tests are reproducible; bounded by max_attempts.
 // Thread-safety: both classes are thread-safe.
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -35,7 +38,11 @@ class CircuitBreaker {
   enum class State { closed = 0, open = 1, half_open = 2 };
   enum class Admission { denied, call, trial };
 
+  // Called on every state change (under the breaker's lock: it must not call back).
+  using StateObserver = std::function<void(State from, State to)>;
+
   CircuitBreaker(std::string dependency, const Clock& clock, BreakerOptions opts = {});
+  CircuitBreaker(std::string dependency, const Clock& clock, BreakerOptions opts, StateObserver observer);
   CircuitBreaker(const CircuitBreaker&) = delete;
   CircuitBreaker& operator=(const CircuitBreaker&) = delete;
 
@@ -60,7 +67,8 @@ class CircuitBreaker {
   const std::string dependency_;
   const Clock& clock_;
   const BreakerOptions opts_;
-  metrics::Gauge& gauge_;
+  metrics::Gauge* gauge_ = nullptr;   // null with an observer
+  StateObserver observer_;
   std::mutex mu_;
   State state_ = State::closed;
   int consecutive_failures_ = 0;

@@ -18,6 +18,7 @@
 #include <cctype>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "adapters/http/http_client.hpp"
+#include "domain/http_url.hpp"
 #include "ports/external.hpp"
 
 namespace ps::contract {
@@ -350,12 +352,122 @@ TEST_P(WebhookSenderContract, ConnectionRefusedIsARetryableError) {
   EXPECT_LT(Clock::now() - t0, 2s);
 }
 
+// The peer is on loopback, which the sender refuses unless allow-listed (see below).
+AddressPolicy loopback_allowed() { return AddressPolicy(*parse_cidr_list({"127.0.0.0/8", "::1/128"})); }
+
 WebhookSenderFactory http_webhook_sender_factory() {
-  return {"http", []() -> std::unique_ptr<WebhookSender> { return std::make_unique<HttpWebhookSender>(); }};
+  return {"http", []() -> std::unique_ptr<WebhookSender> {
+            return std::make_unique<HttpWebhookSender>(loopback_allowed());
+          }};
 }
 
 INSTANTIATE_TEST_SUITE_P(Adapters, WebhookSenderContract, ::testing::Values(http_webhook_sender_factory()),
                          [](const ::testing::TestParamInfo<WebhookSenderFactory>& i) { return i.param.name; });
+
+// ---- HttpWebhookSender: where it may connect (SPEC §3) ---------------------------------
+
+// A resolver answering from a table, counting lookups and recording the timeout given.
+class TableResolver final : public HostResolver {
+ public:
+  std::map<std::string, std::vector<IpAddress>> table;
+  std::chrono::milliseconds delay{0};
+  std::atomic<int> lookups{0};
+  std::atomic<int64_t> last_timeout_ms{-1};
+  Result<std::vector<IpAddress>> resolve(const std::string& host, std::chrono::milliseconds timeout) override {
+    lookups.fetch_add(1);
+    last_timeout_ms = timeout.count();
+    if (delay > timeout) {
+      std::this_thread::sleep_for(timeout);
+      return Error::timeout("DNS lookup timed out");
+    }
+    std::this_thread::sleep_for(delay);
+    auto it = table.find(host);
+    if (it == table.end()) return Error::unavailable("resolve_failed", "cannot resolve " + host);
+    return it->second;
+  }
+};
+
+IpAddress addr(const char* s) { return *parse_ip(s); }
+
+TEST(WebhookSenderGuard, LiteralNonGlobalAddressesAreRefusedWithoutConnecting) {
+  PeerServer peer([](const Captured&) { return respond(204, ""); });
+  HttpWebhookSender strict;   // no allow-list: global addresses only
+  const std::string port = std::to_string(peer.port());
+  for (const std::string& url : std::vector<std::string>{"http://127.0.0.1:" + port + "/h", "http://[::ffff:127.0.0.1]:" + port + "/h",
+                                "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/h", "http://[::1]/h",
+                                "http://0.0.0.0:" + port + "/h"}) {
+    auto r = strict.post(url, {}, "{}", 2s);
+    ASSERT_FALSE(r.ok()) << url;
+    EXPECT_EQ(r.error().code, "url_not_allowed") << url;
+    EXPECT_FALSE(r.error().retryable) << url;
+  }
+  // The forms the old parser let through to a later failure are refused as malformed.
+  for (const std::string& url : std::vector<std::string>{"http://2130706433:" + port + "/h", "http://u@127.0.0.1:" + port + "/h",
+                                "http://127.0.0.1:" + port + "/h#f", "http://127.0.0.1:70000/h", "http://127.1:" + port + "/"}) {
+    auto r = strict.post(url, {}, "{}", 2s);
+    ASSERT_FALSE(r.ok()) << url;
+    EXPECT_EQ(r.error().code, "url_invalid") << url;
+  }
+  EXPECT_EQ(peer.accepted(), 0);
+}
+
+TEST(WebhookSenderGuard, NameResolvingToANonGlobalAddressIsRefusedAtConnectTime) {
+  PeerServer peer([](const Captured&) { return respond(204, ""); });
+  TableResolver dns;
+  // A name that passed a check once and now rebinds to internal addresses.
+  dns.table["rebind.test"] = {addr("127.0.0.1"), addr("10.0.0.1")};
+  dns.table["inside.test"] = {addr("8.8.8.8"), addr("169.254.169.254")};
+  HttpWebhookSender strict(AddressPolicy{}, &dns);
+  auto r = strict.post("http://rebind.test:" + std::to_string(peer.port()) + "/h", {}, "{}", 2s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "url_not_allowed");
+  EXPECT_NE(r.error().message.find("rebind.test resolves to 127.0.0.1"), std::string::npos) << r.error().message;
+  // Every address counts, not only the first.
+  r = strict.post("http://inside.test/h", {}, "{}", 2s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "url_not_allowed");
+  EXPECT_NE(r.error().message.find("169.254.169.254"), std::string::npos) << r.error().message;
+
+  // With loopback allow-listed, 10.0.0.1 still refuses the name as a whole.
+  HttpWebhookSender loop(loopback_allowed(), &dns);
+  r = loop.post("http://rebind.test:" + std::to_string(peer.port()) + "/h", {}, "{}", 2s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "url_not_allowed");
+  EXPECT_NE(r.error().message.find("10.0.0.1 is private"), std::string::npos) << r.error().message;
+  EXPECT_EQ(peer.accepted(), 0);
+}
+
+TEST(WebhookSenderGuard, AllowedNameConnectsToTheCheckedAddressWithTheOriginalHost) {
+  PeerServer peer([](const Captured&) { return respond(204, ""); });
+  TableResolver dns;
+  dns.table["hooks.rebind.test"] = {addr("127.0.0.1")};
+  HttpWebhookSender loop(loopback_allowed(), &dns);
+  auto r = loop.post("http://hooks.rebind.test:" + std::to_string(peer.port()) + "/in?x=1", {}, "{}", 2s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r.value(), 204);
+  EXPECT_EQ(dns.lookups.load(), 1);   // resolved once, by the sender, through the given resolver
+  auto seen = peer.captured();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].target, "/in?x=1");
+  ASSERT_EQ(seen[0].values("host").size(), 1u);
+  EXPECT_EQ(seen[0].values("host")[0], "hooks.rebind.test:" + std::to_string(peer.port()));
+}
+
+TEST(WebhookSenderGuard, TheLookupIsBoundedByTheAttemptTimeout) {
+  TableResolver dns;
+  dns.table["slow.test"] = {addr("8.8.8.8")};
+  dns.delay = 5s;   // a DNS server that does not answer
+  HttpWebhookSender s(AddressPolicy{}, &dns);
+  const auto t0 = Clock::now();
+  auto r = s.post("http://slow.test/h", {}, "{}", 300ms);
+  const auto took = Clock::now() - t0;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::timeout);
+  EXPECT_TRUE(r.error().retryable);
+  EXPECT_LE(dns.last_timeout_ms.load(), 300);
+  EXPECT_GT(dns.last_timeout_ms.load(), 0);
+  EXPECT_LE(took, 300ms + kSlack);
+}
 
 // ======================================================================================
 // RiskProvider

@@ -56,6 +56,9 @@ def wait_until(pred: Callable[[], Any], timeout_s: float, interval_s: float = 0.
 
 # --------------------------------------------------------------------------- server
 
+LOOPBACK_CIDRS = "127.0.0.0/8,::1/128"
+
+
 class Server:
     """One `paystream serve` process on 127.0.0.1:<ephemeral port> with its data dir.
 
@@ -84,8 +87,12 @@ class Server:
             env["PAYSTREAM_ADMIN_KEY"] = self.admin_key
         # ASan: do not fail a test on leak reports at exit unless the caller wants it.
         env.setdefault("ASAN_OPTIONS", "detect_leaks=0")
+        # The test webhook receivers listen on loopback, which webhook URLs may only reach
+        # when allow-listed (SPEC §3). env={"PAYSTREAM_WEBHOOK_ALLOW_CIDRS": None} starts a
+        # server without it.
+        env["PAYSTREAM_WEBHOOK_ALLOW_CIDRS"] = LOOPBACK_CIDRS
         env.update(self.extra_env)
-        return env
+        return {k: v for k, v in env.items() if v is not None}
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> "Server":
         assert self.proc is None or self.proc.poll() is not None, "already running"

@@ -19,6 +19,7 @@ REQUIRED = {
     "paystream_webhook_deliveries_total": "counter",
     "paystream_dead_letters_total": "counter",
     "paystream_circuit_state": "gauge",
+    "paystream_webhook_endpoint_breakers": "gauge",
 }
 
 
@@ -111,6 +112,11 @@ def test_metrics_exposition(merchant, shared, receiver):
     assert any(s.name.endswith("_count") and s.value >= 1 for s in fams["paystream_http_request_duration_seconds"].samples)
     for s in fams["paystream_circuit_state"].samples:
         assert s.value in (0, 1, 2), s
+    # /metrics is unauthenticated: no series names a webhook endpoint (a per-endpoint breaker
+    # state would tell anyone whether a merchant's target answers); breakers are counted.
+    text = body.decode("utf-8")
+    assert ep.json["id"] not in text and 'dependency="webhook:' not in text
+    assert {s.labels["state"] for s in fams["paystream_webhook_endpoint_breakers"].samples} >= {"open", "half_open"}
 
 
 def test_health_endpoints(shared):

@@ -1,10 +1,12 @@
 """Webhook endpoints, signed deliveries (verified here with our own Standard Webhooks
 implementation), event filter, /v1/events, redelivery, dead letters and `dlq replay`."""
 import json
+import subprocess
 import time
 
 import pytest
 
+import pslib
 from pslib import assert_error, new_merchant, payment_event_pred, verify_webhook, wait_until
 
 
@@ -172,3 +174,74 @@ def test_dead_letter_and_replay(server, receiver):
     assert row2["replayed"] is True
     time.sleep(0.5)
     assert len(receiver.matching(pred)) == 4, "delivered exactly once after the replay"
+
+
+# ---- SPEC §3: webhook URLs reach global addresses only, unless allow-listed --------------
+
+# The URLs of the SSRF report: cloud metadata, loopback, loopback as one decimal number,
+# IPv6 loopback, a private address.
+SSRF_URLS = [
+    ("http://169.254.169.254/latest/meta-data/", "url_not_allowed"),
+    ("http://127.0.0.1:9/hook", "url_not_allowed"),
+    ("http://2130706433/hook", "url_invalid"),   # ambiguous IPv4 form: refused, never guessed
+    ("http://[::1]/hook", "url_not_allowed"),
+    ("http://10.0.0.1/hook", "url_not_allowed"),
+]
+NO_ALLOW_LIST = {"PAYSTREAM_WEBHOOK_ALLOW_CIDRS": None}
+
+
+def test_non_global_webhook_urls_refused_without_allow_list(server):
+    srv = server(env=NO_ALLOW_LIST)
+    c = new_merchant(srv).client
+    for url, code in SSRF_URLS + [
+        ("http://localhost:9/hook", "url_not_allowed"),           # a name resolving to loopback
+        ("http://[::ffff:127.0.0.1]/hook", "url_not_allowed"),
+        ("http://0x7f000001/hook", "url_invalid"),
+        ("http://0177.0.0.1/hook", "url_invalid"),
+        ("http://127.1/hook", "url_invalid"),
+        ("http://user@127.0.0.1/hook", "url_invalid"),
+        ("http://127.0.0.1/hook#x", "url_invalid"),
+        ("http://127.0.0.1:65536/hook", "url_invalid"),
+    ]:
+        r = c.post("/v1/webhook_endpoints", {"url": url})
+        assert_error(r, 400, code, "url")
+    assert c.get("/v1/webhook_endpoints").json["data"] == []
+
+
+def test_allow_listed_ranges_accept_webhook_urls(server):
+    srv = server(env={"PAYSTREAM_WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8,::1/128,10.0.0.0/8,169.254.169.254/32"})
+    c = new_merchant(srv).client
+    for url, code in SSRF_URLS:
+        r = c.post("/v1/webhook_endpoints", {"url": url})
+        if code == "url_invalid":
+            assert_error(r, 400, "url_invalid", "url")   # malformed whatever the allow-list
+        else:
+            assert r.status == 201, (url, r)
+    r = c.post("/v1/webhook_endpoints", {"url": "http://192.168.1.1/hook"})
+    assert_error(r, 400, "url_not_allowed", "url")       # outside the allow-list
+
+
+def test_sender_checks_again_at_connect_time(server, receiver):
+    """An endpoint created while loopback was allow-listed is not delivered to once it is
+    no longer: the sender checks the address itself, and the delivery dead-letters."""
+    srv = server("--webhook-retry-schedule-ms", "50,50", "--webhook-timeout-ms", "1000")
+    m = new_merchant(srv)
+    make_endpoint(m.client, receiver.url("/later-refused"))
+    srv.terminate()
+    srv.extra_env.update(NO_ALLOW_LIST)
+    srv.start()
+    p = m.client.pay_ok(4300, "USD")
+
+    def dead():
+        return [r for r in dlq_rows(srv) if "url_not_allowed" in r["error"]]
+    [row] = wait_until(dead, 20, 0.2, "dead letter of the refused delivery")
+    assert row["attempts"] == 3 and row["event_type"] == "payment.succeeded", row
+    assert receiver.matching(payment_event_pred(p["id"])) == [], "the refused target was contacted"
+
+
+def test_bad_allow_list_is_a_start_up_error(tmp_path):
+    r = subprocess.run([pslib.binary_path(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
+                        "--webhook-allow-cidrs", "127.0.0.0/8,10.0.0.0/33"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "--webhook-allow-cidrs" in r.stderr and "10.0.0.0/33" in r.stderr, r.stderr

@@ -121,6 +121,9 @@ class Deployment:
             "PAYSTREAM_POSTGRES_SCHEMA": f"s_{self.session}",
             "PAYSTREAM_REDIS_PREFIX": f"e2e{self.session}:",
             "PAYSTREAM_ADMIN_KEY": self.admin_key,
+            # The webhook receivers listen on loopback: the gateways (creation) and the
+            # notifier worker (sending) must allow-list it (SPEC §3).
+            "PAYSTREAM_WEBHOOK_ALLOW_CIDRS": pslib.LOOPBACK_CIDRS,
         })
         self.roles: list[Role] = []
         self.sim: Optional[Role] = None

@@ -7,6 +7,8 @@
 #include <boost/json.hpp>
 #include <optional>
 
+#include "adapters/http/host_resolver.hpp"
+
 namespace ps {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -16,43 +18,35 @@ using tcp = asio::ip::tcp;
 namespace {
 constexpr size_t kMaxResponseBytes = 64 * 1024;
 
-struct Url {
-  bool tls = false;
-  std::string host, port, target;
-};
+using Steady = std::chrono::steady_clock;
 
-Result<Url> parse_url(std::string_view url) {
-  Url u;
-  std::string_view rest;
-  if (url.rfind("https://", 0) == 0) {
-    u.tls = true;
-    rest = url.substr(8);
-  } else if (url.rfind("http://", 0) == 0) {
-    rest = url.substr(7);
-  } else {
-    return Error::invalid("url_invalid", "URL must start with http:// or https://", "url");
+std::chrono::milliseconds left_until(Steady::time_point deadline) {
+  return std::max(std::chrono::milliseconds(0),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now()));
+}
+
+// The addresses to connect to: the literal itself, or what `resolver` says within the
+// time left. A resolver failure reads like the connect failure it replaces.
+Result<std::vector<IpAddress>> addresses_of(const HttpUrl& u, HostResolver& resolver, Steady::time_point deadline) {
+  if (u.ip) return std::vector<IpAddress>{*u.ip};
+  auto r = resolver.resolve(u.host, left_until(deadline));
+  if (r) {
+    if (r->empty()) return Error::unavailable("connect_failed", "resolve failed: no addresses for " + u.host);
+    return r;
   }
-  const char* default_port = u.tls ? "443" : "80";
-  auto slash = rest.find_first_of("/?");
-  std::string_view authority = rest.substr(0, slash);
-  u.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (!u.target.empty() && u.target[0] == '?') u.target = "/" + u.target;
-  if (authority.find('@') != std::string_view::npos) return Error::invalid("url_invalid", "credentials in URL", "url");
-  if (!authority.empty() && authority[0] == '[') {  // [v6]:port
-    auto close = authority.find(']');
-    if (close == std::string_view::npos) return Error::invalid("url_invalid", "bad IPv6 host", "url");
-    u.host = std::string(authority.substr(1, close - 1));
-    auto after = authority.substr(close + 1);
-    u.port = after.size() > 1 && after[0] == ':' ? std::string(after.substr(1)) : default_port;
-  } else {
-    auto colon = authority.rfind(':');
-    u.host = std::string(authority.substr(0, colon));
-    u.port = colon == std::string_view::npos ? default_port : std::string(authority.substr(colon + 1));
+  if (r.error().kind == ErrorKind::timeout) return Error::timeout("http call timed out during resolve");
+  return Error::unavailable("connect_failed", "resolve failed: " + r.error().message);
+}
+
+tcp::endpoint endpoint_of(const IpAddress& a, uint16_t port) {
+  if (a.is_v4()) {
+    asio::ip::address_v4::bytes_type b;
+    std::copy_n(a.bytes.begin(), 4, b.begin());
+    return {asio::ip::address_v4(b), port};
   }
-  if (u.host.empty() || u.port.empty()) return Error::invalid("url_invalid", "URL has no host", "url");
-  for (char c : u.port)
-    if (c < '0' || c > '9') return Error::invalid("url_invalid", "bad port", "url");
-  return u;
+  asio::ip::address_v6::bytes_type b;
+  std::copy_n(a.bytes.begin(), 16, b.begin());
+  return {asio::ip::address_v6(b), port};
 }
 }  // namespace
 
@@ -69,27 +63,27 @@ asio::ssl::context& tls_context() {
 }
 }  // namespace
 
-Result<HttpClientResponse> http_post(const std::string& url, const HttpHeaders& headers,
-                                     const std::string& body, std::chrono::milliseconds timeout) {
-  auto u = parse_url(url);
-  if (!u) return u.error();
+namespace {
+// One request to `u` over a connection to one of `addrs` (tried in order; never resolved
+// again here), all of it by `deadline`.
+Result<HttpClientResponse> exchange(const HttpUrl& u, const std::vector<IpAddress>& addrs, const HttpHeaders& headers,
+                                    const std::string& body, Steady::time_point deadline) {
   asio::io_context ioc;
-  tcp::resolver resolver(ioc);
   std::optional<tcp::socket> plain;
   std::optional<asio::ssl::stream<tcp::socket>> tls;
-  if (u->tls) {
+  if (u.tls) {
     tls.emplace(ioc, tls_context());
-    if (!SSL_set_tlsext_host_name(tls->native_handle(), u->host.c_str()))
+    // SNI carries names only (RFC 6066); the certificate is checked against the name or address.
+    if (!u.ip && !SSL_set_tlsext_host_name(tls->native_handle(), u.host.c_str()))
       return Error::invalid("url_invalid", "host name not usable for TLS", "url");
-    tls->set_verify_callback(asio::ssl::host_name_verification(u->host));
+    tls->set_verify_callback(asio::ssl::host_name_verification(u.host));
   } else {
     plain.emplace(ioc);
   }
-  tcp::socket& sock = u->tls ? tls->next_layer() : *plain;
+  tcp::socket& sock = u.tls ? tls->next_layer() : *plain;
 
-  http::request<http::string_body> req{http::verb::post, u->target, 11};
-  bool default_port = u->port == (u->tls ? "443" : "80");
-  req.set(http::field::host, u->host + (default_port ? "" : ":" + u->port));
+  http::request<http::string_body> req{http::verb::post, u.target, 11};
+  req.set(http::field::host, u.host_header());
   req.set(http::field::user_agent, "paystream/0.1");
   req.set(http::field::content_type, "application/json");
   for (const auto& [k, v] : headers) req.set(beast::string_view(k), v);
@@ -101,7 +95,7 @@ Result<HttpClientResponse> http_post(const std::string& url, const HttpHeaders& 
   parser.body_limit(kMaxResponseBytes);
 
   std::optional<beast::error_code> result;
-  const char* stage = "resolve";
+  const char* stage = "connect";
   auto exchange = [&](auto& stream) {
     stage = "write";
     http::async_write(stream, req, [&](beast::error_code ec, size_t) {
@@ -110,20 +104,18 @@ Result<HttpClientResponse> http_post(const std::string& url, const HttpHeaders& 
       http::async_read(stream, buf, parser, [&](beast::error_code ec, size_t) { result = ec; });
     });
   };
-  resolver.async_resolve(u->host, u->port, [&](beast::error_code ec, tcp::resolver::results_type eps) {
+  std::vector<tcp::endpoint> eps;
+  for (const auto& a : addrs) eps.push_back(endpoint_of(a, u.port));
+  asio::async_connect(sock, eps, [&](beast::error_code ec, const tcp::endpoint&) {
     if (ec) { result = ec; return; }
-    stage = "connect";
-    asio::async_connect(sock, eps, [&](beast::error_code ec, const tcp::endpoint&) {
+    if (!tls) return exchange(*plain);
+    stage = "tls_handshake";
+    tls->async_handshake(asio::ssl::stream_base::client, [&](beast::error_code ec) {
       if (ec) { result = ec; return; }
-      if (!tls) return exchange(*plain);
-      stage = "tls_handshake";
-      tls->async_handshake(asio::ssl::stream_base::client, [&](beast::error_code ec) {
-        if (ec) { result = ec; return; }
-        exchange(*tls);
-      });
+      exchange(*tls);
     });
   });
-  ioc.run_for(timeout);
+  ioc.run_for(left_until(deadline));
   if (!result) {
     beast::error_code ignore;
     sock.close(ignore);
@@ -134,9 +126,7 @@ Result<HttpClientResponse> http_post(const std::string& url, const HttpHeaders& 
   bool truncated_ok = ec == asio::ssl::error::stream_truncated && parser.is_done();
   if (ec && !truncated_ok && !(ec == http::error::body_limit && parser.is_header_done())) {
     std::string_view st(stage);
-    std::string code = st == "resolve" || st == "connect" ? "connect_failed"
-                       : st == "tls_handshake"            ? "tls_failed"
-                                                          : "io_failed";
+    std::string code = st == "connect" ? "connect_failed" : st == "tls_handshake" ? "tls_failed" : "io_failed";
     return Error::unavailable(code, std::string(stage) + " failed: " + ec.message());
   }
   HttpClientResponse out;
@@ -145,9 +135,41 @@ Result<HttpClientResponse> http_post(const std::string& url, const HttpHeaders& 
   return out;
 }
 
+}  // namespace
+
+Result<HttpClientResponse> http_post(const std::string& url, const HttpHeaders& headers,
+                                     const std::string& body, std::chrono::milliseconds timeout) {
+  const auto deadline = Steady::now() + timeout;
+  auto u = parse_http_url(url);
+  if (!u) return u.error();
+  // Operator-configured peers (acquirer, risk provider) get their own resolver, so a burst
+  // of webhook lookups cannot make a charge wait for a lookup slot.
+  static SystemResolver operator_resolver(1024);
+  auto addrs = addresses_of(*u, operator_resolver, deadline);
+  if (!addrs) return addrs.error();
+  return exchange(*u, *addrs, headers, body, deadline);
+}
+
+HttpWebhookSender::HttpWebhookSender(AddressPolicy policy, HostResolver* resolver)
+    : policy_(std::move(policy)), resolver_(resolver ? resolver : &system_resolver()) {}
+
 Result<int> HttpWebhookSender::post(const std::string& url, const HttpHeaders& headers,
                                     const std::string& body, std::chrono::milliseconds timeout) {
-  auto r = http_post(url, headers, body, timeout);
+  const auto deadline = Steady::now() + timeout;
+  auto u = parse_http_url(url);
+  if (!u) return u.error();
+  // Resolve once, check every address, then connect only to those checked: a name that
+  // resolves differently on a second lookup (DNS rebinding) never gets that lookup.
+  auto addrs = addresses_of(*u, *resolver_, deadline);
+  if (!addrs) return addrs.error();
+  for (const auto& a : *addrs) {
+    if (auto c = policy_.check(a); !c) {
+      Error e = c.error();
+      if (!u->ip) e.message = u->host + " resolves to " + a.to_string() + ": " + e.message;
+      return e;
+    }
+  }
+  auto r = exchange(*u, *addrs, headers, body, deadline);
   if (!r) return r.error();
   return r->status;
 }

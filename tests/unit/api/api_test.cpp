@@ -305,7 +305,7 @@ TEST(ApiTenancy, OtherMerchantsObjectsAre404) {
   auto list = J(h.call("GET", "/v1/payments", "", Harness::auth(b)).body);
   EXPECT_TRUE(list.at("data").as_array().empty());
 
-  auto ep = h.call("POST", "/v1/webhook_endpoints", R"({"url":"http://127.0.0.1:9/h"})", Harness::auth(a));
+  auto ep = h.call("POST", "/v1/webhook_endpoints", R"({"url":"http://93.184.216.34:9/h"})", Harness::auth(a));
   ASSERT_EQ(ep.status, 201);
   std::string eid(J(ep.body).at("id").as_string());
   EXPECT_EQ(h.call("GET", "/v1/webhook_endpoints/" + eid, "", Harness::auth(b)).status, 404);
@@ -695,7 +695,7 @@ TEST(ApiEndpoints, AtMostSixteenPerMerchant) {
   std::string key = h.merchant("A");
   std::string other = h.merchant("B");
   auto create = [&](const std::string& k) {
-    return h.call("POST", "/v1/webhook_endpoints", R"({"url":"http://127.0.0.1:9/hook"})", Harness::auth(k));
+    return h.call("POST", "/v1/webhook_endpoints", R"({"url":"http://93.184.216.34:9/hook"})", Harness::auth(k));
   };
   std::string first_id;
   for (int i = 0; i < 16; ++i) {
@@ -843,4 +843,73 @@ TEST(ApiAdmission, NoBoundConfiguredAdmitsEverything) {
   h.api = std::make_unique<Api>(ApiDeps{h.s, h.s, h.s, h.s, h.s, h.s, h.cache, h.rl, h.clock, &probe}, test_config());
   h.api->set_ready(true);
   EXPECT_EQ(h.pay(h.merchant(), "k", kPayBody).status, 202);
+}
+
+// SPEC §3: webhook URLs must reach global addresses unless an operator allow-lists a range.
+TEST(ApiWebhookEndpoints, RefusesUrlsThatReachNonGlobalAddresses) {
+  Harness h;
+  h.resolver.table["rebind.test"] = {IpAddress::v4(93, 184, 216, 34), IpAddress::v4(10, 0, 0, 1)};
+  h.resolver.table["meta.test"] = {IpAddress::v4(169, 254, 169, 254)};
+  std::string key = h.merchant("Acme");
+  auto create = [&](const std::string& url) {
+    return h.call("POST", "/v1/webhook_endpoints", R"({"url":")" + url + R"("})", Harness::auth(key));
+  };
+  struct Case { std::string url, code; };
+  for (const Case& c : std::vector<Case>{
+           {"http://169.254.169.254/latest/meta-data/", "url_not_allowed"},
+           {"http://127.0.0.1:8080/h", "url_not_allowed"},
+           {"http://2130706433/h", "url_invalid"},
+           {"http://[::1]/h", "url_not_allowed"},
+           {"http://10.0.0.1/h", "url_not_allowed"},
+           {"http://[::ffff:10.0.0.1]/h", "url_not_allowed"},
+           {"http://[fe80::1]/h", "url_not_allowed"},
+           {"http://[fd00::1]/h", "url_not_allowed"},
+           {"http://100.64.0.1/h", "url_not_allowed"},
+           {"http://0.0.0.0/h", "url_not_allowed"},
+           {"http://192.168.1.10/h", "url_not_allowed"},
+           {"http://172.16.0.1/h", "url_not_allowed"},
+           {"http://0177.0.0.1/h", "url_invalid"},
+           {"http://0x7f000001/h", "url_invalid"},
+           {"http://127.1/h", "url_invalid"},
+           {"http://user@example.com/h", "url_invalid"},
+           {"http://example.com@127.0.0.1/h", "url_invalid"},
+           {"http://example.com/h#frag", "url_invalid"},
+           {"http://example.com:65536/h", "url_invalid"},
+           {"http://example.com:0/h", "url_invalid"},
+           {"http://rebind.test/h", "url_not_allowed"},     // one of its addresses is private
+           {"http://meta.test/h", "url_not_allowed"},
+           {"http://unknown.test/h", "url_unresolvable"},   // nothing to check: refused
+       }) {
+    auto r = create(c.url);
+    EXPECT_EQ(r.status, 400) << c.url << " " << r.body;
+    EXPECT_EQ(err_code(r), c.code) << c.url << " " << r.body;
+    EXPECT_EQ(err_param(r), "url") << c.url;
+  }
+  auto r = create("http://rebind.test/h");
+  EXPECT_NE(r.body.find("10.0.0.1 is private"), std::string::npos) << r.body;
+  EXPECT_EQ(J(h.call("GET", "/v1/webhook_endpoints", "", Harness::auth(key)).body).at("data").as_array().size(), 0u);
+  // The lookup is bounded by the configured timeout.
+  ASSERT_FALSE(h.resolver.calls.empty());
+  EXPECT_EQ(h.resolver.calls.back().second, test_config().webhook_resolve_timeout_ms);
+  // Global targets are fine, by literal and by name.
+  EXPECT_EQ(create("https://example.com:65535/h").status, 201);
+  EXPECT_EQ(create("http://93.184.216.34/h").status, 201);
+  EXPECT_EQ(create("http://[2606:4700::1]/h").status, 201);
+}
+
+TEST(ApiWebhookEndpoints, AllowListedRangesAreAccepted) {
+  ApiConfig cfg = test_config();
+  cfg.webhook_targets = AddressPolicy(*parse_cidr_list({"127.0.0.0/8", "::1/128"}));
+  Harness h(cfg);
+  h.resolver.table["localhost"] = {IpAddress::v4(127, 0, 0, 1), *parse_ip("::1")};
+  std::string key = h.merchant("Acme");
+  auto create = [&](const std::string& url) {
+    return h.call("POST", "/v1/webhook_endpoints", R"({"url":")" + url + R"("})", Harness::auth(key));
+  };
+  EXPECT_EQ(create("http://127.0.0.1:8080/h").status, 201);
+  EXPECT_EQ(create("http://[::1]:8080/h").status, 201);
+  EXPECT_EQ(create("http://localhost:8080/h").status, 201);
+  // Outside the allow-list nothing changed.
+  EXPECT_EQ(err_code(create("http://10.0.0.1/h")), "url_not_allowed");
+  EXPECT_EQ(err_code(create("http://169.254.169.254/h")), "url_not_allowed");
 }

@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <future>
+#include <map>
 #include <memory>
 
 #include "adapters/memory/idempotency_cache.hpp"
@@ -38,7 +39,24 @@ inline std::optional<std::string> hdr(const HttpResponse& r, const std::string& 
   return std::nullopt;
 }
 
+// Webhook endpoint host names: answers from a table (unknown names do not resolve).
+struct TableResolver final : HostResolver {
+  std::map<std::string, std::vector<IpAddress>> table = {
+      {"example.com", {IpAddress::v4(93, 184, 216, 34)}},
+      {"x", {IpAddress::v4(93, 184, 216, 34)}},
+      {"x.test", {IpAddress::v4(93, 184, 216, 34)}},
+  };
+  std::vector<std::pair<std::string, int64_t>> calls;  // host, timeout ms
+  Result<std::vector<IpAddress>> resolve(const std::string& host, std::chrono::milliseconds timeout) override {
+    calls.emplace_back(host, timeout.count());
+    auto it = table.find(host);
+    if (it == table.end()) return Error::unavailable("resolve_failed", "cannot resolve " + host + ": Name or service not known");
+    return it->second;
+  }
+};
+
 struct Harness {
+  TableResolver resolver;
   FakeStores s;
   InMemoryIdempotencyCache cache;
   InMemoryRateLimiter rl;
@@ -48,7 +66,7 @@ struct Harness {
   explicit Harness(ApiConfig cfg = test_config(),
                    size_t cache_max_bytes = InMemoryIdempotencyCache::kDefaultMaxBytes)
       : cache(std::chrono::hours(24), 1'000'000, std::chrono::minutes(5), cache_max_bytes) {
-    api = std::make_unique<Api>(ApiDeps{s, s, s, s, s, s, cache, rl, clock}, cfg);
+    api = std::make_unique<Api>(ApiDeps{s, s, s, s, s, s, cache, rl, clock, nullptr, &resolver}, cfg);
     api->set_ready(true);
   }
 

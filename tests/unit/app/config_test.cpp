@@ -35,6 +35,15 @@ TEST(ServeConfig, RejectsBadValuesNamingTheOption) {
   c.webhook_retry_schedule_ms = {100, 0};
   EXPECT_EQ(param_of(c), "webhook_retry_schedule_ms");
   c = {};
+  c.webhook_allow_cidrs = {"127.0.0.0/8", "10.0.0.0/33"};
+  EXPECT_EQ(param_of(c), "webhook_allow_cidrs");
+  EXPECT_NE(c.validate().error().message.find("10.0.0.0/33"), std::string::npos);
+  c.webhook_allow_cidrs = {"localhost"};
+  EXPECT_EQ(param_of(c), "webhook_allow_cidrs");
+  c = {};
+  c.webhook_resolve_timeout_ms = 0;
+  EXPECT_EQ(param_of(c), "webhook_resolve_timeout_ms");
+  c = {};
   c.log_level = "loud";
   EXPECT_EQ(param_of(c), "log_level");
   c = {};
@@ -55,6 +64,33 @@ TEST(ServeConfig, FlagsAndEnvironmentFillTheConfig) {
   EXPECT_EQ(c.rate_limit_burst, 7);
   EXPECT_EQ(c.webhook_retry_schedule_ms, (std::vector<int64_t>{50, 60}));
   EXPECT_FALSE(c.fsync);
+}
+
+TEST(ServeConfig, WebhookAllowListFromFlagOrEnvironment) {
+  {
+    ServeConfig c;
+    EXPECT_TRUE(c.webhook_policy().allow_list().empty());   // default: global addresses only
+    EXPECT_FALSE(c.webhook_policy().allows(IpAddress::v4(127, 0, 0, 1)));
+    CLI::App app;
+    add_serve_options(app, c);
+    const char* argv[] = {"serve", "--webhook-allow-cidrs", "127.0.0.0/8,::1/128"};
+    app.parse(3, const_cast<char**>(argv));
+    ASSERT_TRUE(c.validate().ok());
+    EXPECT_EQ(c.webhook_policy().allow_list().size(), 2u);
+    EXPECT_TRUE(c.webhook_policy().allows(IpAddress::v4(127, 0, 0, 1)));
+    EXPECT_FALSE(c.webhook_policy().allows(IpAddress::v4(10, 0, 0, 1)));
+  }
+  {
+    ServeConfig c;
+    CLI::App app;
+    add_webhook_target_options(app, c);   // the gateway's and the worker's
+    ::setenv("PAYSTREAM_WEBHOOK_ALLOW_CIDRS", "10.0.0.0/8,fd00::/8", 1);
+    const char* argv[] = {"gateway"};
+    app.parse(1, const_cast<char**>(argv));
+    ::unsetenv("PAYSTREAM_WEBHOOK_ALLOW_CIDRS");
+    EXPECT_EQ(c.webhook_allow_cidrs, (std::vector<std::string>{"10.0.0.0/8", "fd00::/8"}));
+    EXPECT_TRUE(c.webhook_policy().allows(IpAddress::v4(10, 1, 2, 3)));
+  }
 }
 
 TEST(AdminKey, GeneratedOnceWithMode0600ThenReused) {

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "adapters/http/host_resolver.hpp"
 #include "adapters/http/http_client.hpp"
 #include "adapters/http/http_server.hpp"
 
@@ -313,7 +314,7 @@ TEST(HttpClient, WebhookSenderPostsAndReturnsStatus) {
     }
     r(HttpResponse{req.path == "/gone" ? 410 : 204, {}, ""});
   });
-  HttpWebhookSender s;
+  HttpWebhookSender s(AddressPolicy(*parse_cidr_list({"127.0.0.0/8"})));
   std::string base = "http://127.0.0.1:" + std::to_string(srv.port);
   auto r = s.post(base + "/hook?x=1", {{"webhook-id", "evt_1"}}, R"({"a":1})", 2s);
   ASSERT_TRUE(r.ok()) << r.error().message;
@@ -336,7 +337,7 @@ TEST(HttpClient, TimeoutRefusedAndTlsFailure) {
     std::lock_guard lk(mu);
     held.push_back(std::move(r));  // never answers in time
   });
-  HttpWebhookSender s;
+  HttpWebhookSender s(AddressPolicy(*parse_cidr_list({"127.0.0.0/8"})));
   auto t0 = std::chrono::steady_clock::now();
   auto r = s.post("http://127.0.0.1:" + std::to_string(srv.port) + "/slow", {}, "{}", 200ms);
   auto took = std::chrono::steady_clock::now() - t0;
@@ -393,4 +394,45 @@ TEST(HttpClient, RiskProviderParsesVerdict) {
   }
   EXPECT_EQ(HttpRiskProvider(base + "/bad").assess(req, 2s).error().code, "risk_bad_response");
   EXPECT_EQ(HttpRiskProvider(base + "/err").assess(req, 2s).error().code, "risk_bad_response");
+}
+
+// ---- name resolution ----------------------------------------------------------------
+
+TEST(SystemResolver, ALookupThatHangsIsAbandonedAtTheTimeout) {
+  auto release = std::make_shared<std::atomic<bool>>(false);
+  SystemResolver r(2, [release](const std::string&) -> Result<std::vector<IpAddress>> {
+    while (!release->load()) std::this_thread::sleep_for(5ms);   // a DNS server that never answers
+    return std::vector<IpAddress>{IpAddress::v4(8, 8, 8, 8)};
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto a = r.resolve("slow.example", 150ms);
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.error().kind, ErrorKind::timeout);
+  EXPECT_GE(took, 140ms);
+  EXPECT_LT(took, 1s);
+  // Abandoned lookups still count: at most 2 at once, then an immediate refusal.
+  EXPECT_FALSE(r.resolve("slow.example", 50ms).ok());
+  t0 = std::chrono::steady_clock::now();
+  auto busy = r.resolve("slow.example", 5s);
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(busy.error().code, "resolve_busy");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms);
+  release->store(true);
+  for (int i = 0; i < 200 && r.in_flight() > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(r.in_flight(), 0u);
+  auto ok = r.resolve("fast.example", 1s);
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(ok->at(0), IpAddress::v4(8, 8, 8, 8));
+}
+
+TEST(SystemResolver, ResolvesThroughGetaddrinfo) {
+  SystemResolver r;
+  auto a = r.resolve("localhost", 2s);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  ASSERT_FALSE(a->empty());
+  for (const auto& ip : *a) EXPECT_EQ(non_global_reason(ip), "loopback") << ip.to_string();
+  auto none = r.resolve("no-such-host.invalid", 2s);
+  ASSERT_FALSE(none.ok());
+  EXPECT_TRUE(none.error().code == "resolve_failed" || none.error().kind == ErrorKind::timeout) << none.error().code;
 }

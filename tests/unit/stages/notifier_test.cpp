@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "common/metrics.hpp"
 #include "domain/ids.hpp"
 #include "domain/json_codec.hpp"
 #include "fakes.hpp"
@@ -211,6 +212,39 @@ TEST_F(DispatcherFixture, BreakerPerEndpointReschedulesWithoutCountingAttempts) 
   EXPECT_EQ(store.recorded.back().first.status, DeliveryStatus::succeeded);
   EXPECT_EQ(store.recorded.back().first.attempts, 3);
   EXPECT_EQ(disp.breaker_for("we_bad")->state(), CircuitBreaker::State::closed);
+}
+
+// /metrics is unauthenticated: no series may name an endpoint (it would tell anyone
+// whether a merchant's target answers); open endpoint breakers are exported as a count.
+TEST_F(DispatcherFixture, EndpointBreakersAreCountedNotNamedInMetrics) {
+  auto gauge = [](const char* state) {
+    return metrics::registry().gauge("paystream_webhook_endpoint_breakers", "", {{"state", state}}).value();
+  };
+  auto o = opts();
+  o.endpoint_breaker = {1, 60s, 1};
+  o.retry_schedule = {1ms, 1ms, 1ms};
+  o.jitter_fraction = 0;
+  o.concurrency = 1;
+  add_due("d_m1", endpoint("we_metrics_probe", {}));
+  sender.fn = [](const std::string&) { return Result<int>(503); };
+  WebhookDispatcher disp(store, sender, clock, o);
+  const double open0 = gauge("open"), half0 = gauge("half_open");
+  disp.run_once();   // failure 1 -> open
+  ASSERT_EQ(disp.breaker_for("we_metrics_probe")->state(), CircuitBreaker::State::open);
+  const std::string text = metrics::registry().render();
+  EXPECT_EQ(text.find("we_metrics_probe"), std::string::npos) << "an endpoint id is on /metrics";
+  EXPECT_EQ(text.find("dependency=\"webhook:"), std::string::npos);
+  EXPECT_NE(text.find("paystream_webhook_endpoint_breakers{state=\"open\"}"), std::string::npos);
+  EXPECT_EQ(gauge("open"), open0 + 1);
+  clock.advance(60s);
+  EXPECT_EQ(disp.breaker_for("we_metrics_probe")->state(), CircuitBreaker::State::half_open);
+  EXPECT_EQ(gauge("open"), open0);
+  EXPECT_EQ(gauge("half_open"), half0 + 1);
+  sender.fn = [](const std::string&) { return Result<int>(200); };
+  disp.run_once();   // the trial succeeds -> closed
+  EXPECT_EQ(disp.breaker_for("we_metrics_probe")->state(), CircuitBreaker::State::closed);
+  EXPECT_EQ(gauge("open"), open0);
+  EXPECT_EQ(gauge("half_open"), half0);
 }
 
 TEST_F(DispatcherFixture, TransportErrorCountsAsFailedAttempt) {
