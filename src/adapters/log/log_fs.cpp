@@ -1,5 +1,7 @@
 #include "adapters/log/log_fs.hpp"
 
+#include "common/files.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -112,14 +114,6 @@ Result<void> PosixLogFs::remove(const std::string& path) {
   return ok();
 }
 
-Result<void> PosixLogFs::sync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return io_error("open", dir, errno);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return io_error("fsync", dir, err);
-  return ok();
-}
+Result<void> PosixLogFs::sync_dir(const std::string& dir) { return files::fsync_dir(dir); }
 
 }  // namespace ps::wal

@@ -98,18 +98,9 @@ Result<bool> SqliteDeliveries::redeliver(const std::string& merchant_id, const s
       type = q.text(0);
     }
     *found = true;
-    std::vector<WebhookEndpoint> endpoints;
-    {
-      PS_QUERY(q, db,
-               std::string("SELECT ") + kEndpointCols +
-                   " FROM webhook_endpoints WHERE merchant_id = ?1 AND deleted_ms IS NULL ORDER BY created_ms, id");
-      q.bind(1, merchant_id);
-      for (;;) {
-        PS_STEP(row, q);
-        if (!row) break;
-        endpoints.push_back(read_endpoint(q));
-      }
-    }
+    auto live = live_endpoints(db, merchant_id);
+    if (!live) return live.error();
+    std::vector<WebhookEndpoint> endpoints = std::move(*live);
     for (const auto& e : endpoints) {
       if (!e.wants(type)) continue;
       PS_QUERY(q, db,
