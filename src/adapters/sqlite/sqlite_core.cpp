@@ -307,7 +307,6 @@ void Core::run_batch(std::vector<Job>& batch) {
         results.emplace_back(*abort_err);
         continue;
       }
-      batch_ctx.appended |= ctx.appended;
       batch_ctx.terminal_ids.insert(batch_ctx.terminal_ids.end(), ctx.terminal_ids.begin(),
                                     ctx.terminal_ids.end());
       batch_ctx.events.insert(batch_ctx.events.end(), ctx.events.begin(), ctx.events.end());
@@ -339,7 +338,7 @@ void Core::run_batch(std::vector<Job>& batch) {
     for (const auto& [topic, offset] : batch_ctx.events) backlog->appended(topic, offset, now);
     for (const auto& [group, topic, position] : batch_ctx.positions) backlog->consumed(group, topic, position);
   }
-  if (batch_ctx.appended) {
+  if (!batch_ctx.events.empty()) {
     {
       std::lock_guard g(ev_mu_);
       ++ev_version_;

@@ -49,9 +49,8 @@ class Db;
 // What a job contributes to its transaction (merged into the batch only if the job's
 // savepoint is released).
 struct JobCtx {
-  bool appended = false;                  // events were appended (wake pollers)
   std::vector<std::string> terminal_ids;  // payments that became terminal
-  std::vector<std::pair<std::string, int64_t>> events;                  // (topic, offset) appended
+  std::vector<std::pair<std::string, int64_t>> events;                  // (topic, offset) appended: wake pollers
   std::vector<std::tuple<std::string, std::string, int64_t>> positions; // (group, topic, position)
 };
 

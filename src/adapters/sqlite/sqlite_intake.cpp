@@ -56,7 +56,6 @@ void SqliteIntake::accept_payment(AcceptPayment cmd, AcceptCallback cb) {
     }
     auto ins = append_event(db, topic_for(c->initiated.type), c->initiated, 0, now, ctx);
     if (!ins) return ins.error();
-    ctx.appended |= *ins;
     PS_TRY(insert_idempotency(db, c->record));
     out->created = true;
     out->record = c->record;
@@ -83,40 +82,26 @@ void SqliteIntake::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
       out->record = std::move(**existing);
       return {};
     }
+    // The payment and the maintained rows (schema v2) in one statement: never a sum over
+    // history, and one snapshot.
     Payment payment;
+    int64_t processing_for_payment = 0, available = 0, processing_for_merchant = 0;
     {
-      PS_QUERY(q, db, std::string("SELECT ") + kPaymentCols + " FROM payments WHERE id = ?1 AND merchant_id = ?2");
-      q.bind_all(refund.payment_id, refund.merchant_id);
+      PS_QUERY(q, db,
+               std::string("SELECT ") + kPaymentCols +
+                   ", amount_refunding_minor, "
+                   "COALESCE((SELECT -b.amount_minor FROM account_balances b WHERE b.account = ?3 "
+                   "AND b.currency = payments.currency), 0), "
+                   "COALESCE((SELECT r.amount_minor FROM refund_reservations r WHERE r.merchant_id = ?2 "
+                   "AND r.currency = payments.currency), 0) "
+                   "FROM payments WHERE id = ?1 AND merchant_id = ?2");
+      q.bind_all(refund.payment_id, refund.merchant_id, merchant_available_account(refund.merchant_id));
       PS_STEP(row, q);
       if (!row) return Error::not_found("no payment " + refund.payment_id);
       payment = read_payment(q);
-    }
-    // Maintained rows (schema v2), one indexed read each: never a sum over history.
-    int64_t processing_for_payment = 0;
-    {
-      PS_QUERY(q, db, "SELECT amount_refunding_minor FROM payments WHERE id = ?1");
-      q.bind(1, payment.id);
-      auto s = scalar_i64(q);
-      if (!s) return s.error();
-      processing_for_payment = *s;
-    }
-    int64_t available = 0;
-    {
-      PS_QUERY(q, db,
-               "SELECT COALESCE((SELECT -amount_minor FROM account_balances WHERE account = ?1 AND currency = ?2), 0)");
-      q.bind_all(merchant_available_account(payment.merchant_id), payment.currency);
-      auto s = scalar_i64(q);
-      if (!s) return s.error();
-      available = *s;
-    }
-    int64_t processing_for_merchant = 0;
-    {
-      PS_QUERY(q, db,
-               "SELECT COALESCE((SELECT amount_minor FROM refund_reservations WHERE merchant_id = ?1 AND currency = ?2), 0)");
-      q.bind_all(payment.merchant_id, payment.currency);
-      auto s = scalar_i64(q);
-      if (!s) return s.error();
-      processing_for_merchant = *s;
+      processing_for_payment = q.i64(kPaymentColCount);
+      available = q.i64(kPaymentColCount + 1);
+      processing_for_merchant = q.i64(kPaymentColCount + 2);
     }
     auto amount = admit_refund(payment, RefundAdmission{refund.amount_minor, processing_for_payment, available,
                                                         processing_for_merchant});
@@ -145,7 +130,6 @@ void SqliteIntake::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
     if (!given.id.empty()) ev.id = given.id;
     auto ins = append_event(db, topic_for(ev.type), ev, 0, now, ctx);
     if (!ins) return ins.error();
-    ctx.appended |= *ins;
     IdempotencyRecord rec = c->record;
     if (c->render) rec.response_body = c->render(refund);
     if (rec.resource_id.empty()) rec.resource_id = refund.id;

@@ -138,7 +138,6 @@ Result<bool> append_event(Db& db, std::string_view topic, const Event& e, int64_
   if (inserted) {
     const int64_t offset = db.last_insert_rowid();
     if (offset_out) *offset_out = offset;
-    ctx.appended = true;
     ctx.events.emplace_back(std::string(topic), offset);
   }
   return inserted;
@@ -157,7 +156,6 @@ Result<void> append_dead_letter(Db& db, const DeadLetter& d, const std::string& 
   auto r = append_event(db, topics::dlq, e, 0, now_ms, ctx);
   if (!r) return r.error();
   if (*r) {
-    ctx.appended = true;
     log::warn("dead letter stored", {{"dead_letter_id", id},
                                      {"topic", d.original.topic},
                                      {"offset", std::to_string(d.original.offset)},

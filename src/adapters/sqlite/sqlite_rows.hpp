@@ -45,6 +45,7 @@ inline constexpr size_t kMaxListRows = 1000;
 
 // ---- column lists and row decoders (the column order of each list) ----
 extern const char* const kPaymentCols;
+inline constexpr int kPaymentColCount = 13;   // columns of kPaymentCols
 Payment read_payment(const Query& q);
 extern const char* const kRefundCols;
 Refund read_refund(const Query& q);

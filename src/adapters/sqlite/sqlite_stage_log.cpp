@@ -69,7 +69,6 @@ Result<void> SqliteStageLog::commit(const std::string& group, const std::vector<
     for (const auto& e : fx->produce) {
       auto r = append_event(db, topic_for(e.type), e, 0, now, ctx);
       if (!r) return r.error();
-      ctx.appended |= *r;
     }
     for (const auto& po : fx->payment_outcomes) {
       const Payment& p = po.payment;
@@ -232,7 +231,6 @@ Result<void> SqliteStageLog::replay_dead_letter(int64_t offset) {
     auto ins = append_event(db, orig.topic, event, generation, now, ctx, &new_offset);
     if (!ins) return ins.error();
     if (!*ins) return Error::internal("replayed event was not appended");
-    ctx.appended = true;
     PS_QUERY(q, db, "INSERT INTO dead_letter_replays(dlq_offset, replayed_ms, new_offset) VALUES(?1, ?2, ?3)");
     q.bind_all(offset, now, new_offset);
     PS_TRY(q.exec());
