@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "adapters/kafka/kafka.hpp"
 #include "adapters/postgres/pg_store.hpp"
@@ -106,8 +107,25 @@ class KafkaPgDeadLetters final : public DeadLetterStore {
  public:
   KafkaPgDeadLetters(KafkaDlqReader& reader, PgStore& store, const Clock& clock)
       : reader_(reader), store_(store), clock_(clock) {}
+  // A letter committed in a Kafka transaction becomes visible to a read_committed reader
+  // once the coordinator has written the commit markers, which it does after the producer's
+  // commit returned. As SettlingLog does for polls, list again until the result has not
+  // grown for kSettle (or kQuiet passed); a letter that never appears still fails the suite.
   Result<std::vector<DeadLetterView>> list_dead_letters(size_t limit) override {
+    using namespace std::chrono;
+    const auto deadline = steady_clock::now() + SettlingLog::kQuiet;
     auto entries = reader_.list(limit);
+    auto grown = steady_clock::now();
+    while (entries && entries->size() < limit && steady_clock::now() < deadline &&
+           steady_clock::now() - grown < SettlingLog::kSettle) {
+      std::this_thread::sleep_for(milliseconds(50));
+      auto again = reader_.list(limit);
+      if (!again) return again.error();
+      if (again->size() > entries->size()) {
+        entries = std::move(again);
+        grown = steady_clock::now();
+      }
+    }
     if (!entries) return entries.error();
     std::vector<DeadLetterView> out;
     for (auto& e : *entries) {
