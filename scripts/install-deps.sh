@@ -10,7 +10,7 @@ PACKAGES=(
   libfmt-dev libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 curl
-  prometheus
+  prometheus prometheus-alertmanager
   librdkafka-dev libpq-dev libhiredis-dev
   postgresql-15 postgresql-client-15 redis-server redis-tools
   openjdk-17-jre-headless maven

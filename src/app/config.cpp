@@ -42,6 +42,7 @@ Result<void> ServeConfig::validate() const {
   if (acquirer_max_attempts < 1 || acquirer_max_attempts > 20) return bad("acquirer_max_attempts", "--acquirer-max-attempts must be 1..20");
   if (acquirer_failure_rate < 0 || acquirer_failure_rate > 1) return bad("acquirer_failure_rate", "--acquirer-failure-rate must be 0..1");
   if (processor_concurrency < 1 || processor_concurrency > 1024) return bad("processor_concurrency", "--processor-concurrency must be 1..1024");
+  if (stage_batch_max < 1 || stage_batch_max > 10000) return bad("stage_batch_max", "--stage-batch-max must be 1..10000");
   if (fee_bps < 0 || fee_bps > 10000) return bad("fee_bps", "--fee-bps must be 0..10000");
   if (fee_fixed_minor < 0) return bad("fee_fixed_minor", "--fee-fixed-minor must be >= 0");
   if (webhook_retry_schedule_ms.size() > 64) return bad("webhook_retry_schedule_ms", "at most 64 retries");
@@ -106,6 +107,7 @@ void add_stage_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--acquirer-timeout-ms", s.acquirer_timeout_ms, "timeout of one acquirer call");
   opt(c, "--acquirer-max-attempts", s.acquirer_max_attempts, "attempts per charge for retryable errors");
   opt(c, "--processor-concurrency", s.processor_concurrency, "concurrent acquirer calls");
+  opt(c, "--stage-batch-max", s.stage_batch_max, "records a stage takes per poll and commits at once");
   opt(c, "--fee-bps", s.fee_bps, "platform fee in basis points");
   opt(c, "--fee-fixed-minor", s.fee_fixed_minor, "fixed platform fee in minor units");
   opt(c, "--webhook-retry-schedule-ms", s.webhook_retry_schedule_ms, "comma list of delays before each retry")->delimiter(',');

@@ -54,6 +54,7 @@ struct ServeConfig {
   double acquirer_failure_rate = 0;
   uint64_t acquirer_seed = 42;
   int64_t processor_concurrency = 32;
+  int64_t stage_batch_max = 256;  // records a stage takes per poll (one commit each)
   int64_t fee_bps = 0;
   int64_t fee_fixed_minor = 0;
   // Notifier

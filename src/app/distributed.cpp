@@ -11,6 +11,7 @@
 #include "adapters/http/http_client.hpp"
 #include "adapters/http/http_server.hpp"
 #include "adapters/kafka/kafka.hpp"
+#include "adapters/postgres/pg_activity_monitor.hpp"
 #include "adapters/postgres/pg_store.hpp"
 #include "adapters/redis/redis.hpp"
 #include "api/api.hpp"
@@ -114,6 +115,7 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
     if (!terminal.empty()) payments.put(terminal);
   });
   RedisEvictionsMonitor evictions({durable->get(), cache->get()}, std::chrono::seconds(5));
+  PgActivityMonitor pg_activity(d.postgres_url, std::chrono::seconds(5));  // lock contention
 
   Api api(ApiDeps{**store, payments, merchants, **store, **store, **store, idempotency, rate_limiter, clock,
                   nullptr, &system_resolver()},
@@ -196,6 +198,7 @@ int run_worker(const ServeConfig& cfg, const DistConfig& d) {
   std::unique_ptr<NotifierStage> notifier;
   std::unique_ptr<WebhookDispatcher> dispatcher;
   RunnerOptions run_opts;
+  run_opts.batch_max = size_t(cfg.stage_batch_max);
   std::vector<std::unique_ptr<StageRunner>> runners;
   auto runner = [&](const char* group, std::vector<std::string> topics, Stage& stage) {
     runners.push_back(std::make_unique<StageRunner>(group, std::move(topics), **stage_log, stage, clock, run_opts));

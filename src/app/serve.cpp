@@ -95,6 +95,7 @@ int run_serve(const ServeConfig& cfg) {
   WebhookDispatcher dispatcher(*store, webhook_sender, clock, dispatcher_options(cfg));
 
   RunnerOptions run_opts;
+  run_opts.batch_max = size_t(cfg.stage_batch_max);
   std::vector<std::unique_ptr<StageRunner>> runners;
   auto topic = [](std::string_view t) { return std::string(t); };
   runners.push_back(std::make_unique<StageRunner>("fraud", std::vector{topic(topics::initiated)}, *store, fraud, clock, run_opts));

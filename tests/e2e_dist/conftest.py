@@ -105,7 +105,8 @@ class Role(pslib.Server):
 class Deployment:
     """The processes of one test session and the environment they share."""
 
-    def __init__(self, base_dir: str):
+    def __init__(self, base_dir: str, sim_flags: tuple = (), stage_flags: Optional[dict] = None):
+        """sim_flags: extra `acquirer-sim` flags; stage_flags: extra worker flags by stage."""
         missing = [v for v in STACK_VARS if not os.environ.get(v)]
         if missing:
             raise AssertionError(
@@ -113,6 +114,8 @@ class Deployment:
                 "`eval \"$(deploy/local/stack up)\"` and export the four PAYSTREAM_* variables "
                 "(scripts/test.sh does both).")
         self.base_dir = base_dir
+        self.sim_flags = list(sim_flags)
+        self.stage_flags = dict(stage_flags or {})
         self.session = uuid.uuid4().hex[:12]
         self.admin_key = "adm_dist_" + uuid.uuid4().hex
         self.env = {v: os.environ[v] for v in STACK_VARS}
@@ -161,7 +164,8 @@ class Deployment:
         sim_dir = os.path.join(self.base_dir, "sim-data")
         os.makedirs(sim_dir, exist_ok=True)
         self.sim = self.role("acquirer-sim", ["acquirer-sim", "--listen", "127.0.0.1:0",
-                                              "--data-dir", sim_dir], ready_path=None).start()
+                                              "--data-dir", sim_dir, *self.sim_flags],
+                             ready_path=None).start()
         acquirer_url = f"http://127.0.0.1:{self.sim.port}"
         # Start the workers in parallel: each joins consumer groups, which takes a moment.
         for stage in STAGES:
@@ -169,6 +173,7 @@ class Deployment:
                     "--instance-id", f"e2e-{self.session}-{stage}", *WORKER_FLAGS]
             if stage == "processor":
                 args += ["--acquirer-url", acquirer_url]
+            args += self.stage_flags.get(stage, [])
             self.workers[stage] = self.role(f"worker-{stage}", args)
         errors: list[BaseException] = []
 

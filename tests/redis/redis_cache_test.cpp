@@ -7,6 +7,13 @@
 #include <mutex>
 #include <thread>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "redis/redis_test_util.hpp"
 
 namespace ps::redis_test {
@@ -240,11 +247,55 @@ TEST_F(RedisCaches, AnUnreachableCacheReadsThroughToTheStore) {
   EXPECT_GE(errors_of("cache_dead_test"), 5);
 }
 
-TEST_F(RedisCaches, EvictionsMonitorExportsInfoStats) {
-  auto durable = open_client(durable_url(), "durable", unique_prefix());
+// A redis-server of this test's own with a 4 MiB LRU limit, so it can be made to evict
+// without squeezing the shared cache target that other suites read from meanwhile.
+class PrivateLruRedis {
+ public:
+  PrivateLruRedis() {
+    // A free port: bind port 0, read it, close (redis-server cannot report a port it chose).
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("no free port");
+    port_ = ntohs(a.sin_port);
+    ::close(fd);
+    const std::string port = std::to_string(port_);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru", "--loglevel",
+               "warning", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~PrivateLruRedis() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+TEST_F(RedisCaches, EvictionsMonitorCountsWhatEvictedKeysGrewBy) {
+  PrivateLruRedis lru;
+  auto cache = open_client(lru.url(), "lru_test", unique_prefix());
+  ASSERT_TRUE(cache);
+  const auto up_until = Clock::now() + 10s;
+  while (!cache->ping().ok() && Clock::now() < up_until) std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(cache->ping().ok()) << "redis-server on " << lru.url() << " did not start";
+  auto durable = open_client(durable_url(), "durable_evict_test", unique_prefix());
   ASSERT_TRUE(durable);
-  auto gauge = [](const std::string& target) -> metrics::Gauge& {
-    return metrics::registry().gauge("paystream_redis_evicted_keys", "", {{"target", target}});
+  auto counter = [](const std::string& target) -> metrics::Counter& {
+    return metrics::registry().counter("paystream_redis_evictions_total", "", {{"target", target}});
   };
   auto evicted = [](RedisClient& c) {
     auto info = c.command({"INFO", "stats"});
@@ -253,24 +304,46 @@ TEST_F(RedisCaches, EvictionsMonitorExportsInfoStats) {
     EXPECT_NE(pos, std::string::npos);
     return std::stod(info->str.substr(pos + 13));
   };
-  gauge("cache").set(-1);
-  gauge("durable").set(-1);
+  int filled = 0;
+  auto fill = [&](int n) {  // 64 KiB values: 100 of them are 6.4 MiB, past the 4 MiB limit
+    const std::string big(64 * 1024, 'x');
+    for (int i = 0; i < n; ++i) ASSERT_TRUE(cache->command({"SET", "fill" + std::to_string(filled++), big}).ok());
+  };
+  fill(100);
+  const double before_monitor = evicted(*cache);
+  ASSERT_GT(before_monitor, 0);
   {
-    // The background thread refreshes on its own...
-    RedisEvictionsMonitor monitor({cache_.get(), durable.get()}, 50ms);
+    // The first sample is the baseline: what Redis evicted before is not counted.
+    RedisEvictionsMonitor monitor({cache.get(), durable.get()}, 1h);
+    monitor.refresh_once();
+    EXPECT_EQ(counter("lru_test").value(), 0);
+    fill(100);
+    monitor.refresh_once();
+    EXPECT_EQ(counter("lru_test").value(), evicted(*cache) - before_monitor);
+    EXPECT_GT(counter("lru_test").value(), 0);
+    EXPECT_EQ(counter("durable_evict_test").value(), 0) << "noeviction never evicts";
+    // A restarted Redis starts evicted_keys again from 0: the counter adds the new value.
+    const double counted = counter("lru_test").value();
+    ASSERT_TRUE(cache->command({"CONFIG", "RESETSTAT"}).ok());  // evicted_keys back to 0, as after a restart
+    fill(100);
+    monitor.refresh_once();
+    EXPECT_EQ(counter("lru_test").value(), counted + evicted(*cache));
+  }
+  {
+    // The background thread samples on its own...
+    RedisEvictionsMonitor monitor({cache.get()}, 50ms);
+    const double before = counter("lru_test").value();
+    std::this_thread::sleep_for(150ms);  // its baseline is taken
+    fill(100);
     const auto until = Clock::now() + 5s;
-    while ((gauge("cache").value() < 0 || gauge("durable").value() < 0) && Clock::now() < until)
-      std::this_thread::sleep_for(10ms);
-    EXPECT_EQ(gauge("cache").value(), evicted(*cache_));
-    EXPECT_EQ(gauge("durable").value(), evicted(*durable));
+    while (counter("lru_test").value() == before && Clock::now() < until) std::this_thread::sleep_for(10ms);
+    EXPECT_GT(counter("lru_test").value(), before);
   }
   // ...and stops cleanly at once, even with a long interval.
   const auto t0 = Clock::now();
   {
-    RedisEvictionsMonitor monitor({cache_.get()}, 1h);
-    gauge("cache").set(-1);
+    RedisEvictionsMonitor monitor({cache.get()}, 1h);
     monitor.refresh_once();
-    EXPECT_EQ(gauge("cache").value(), evicted(*cache_));
   }
   EXPECT_LT(Clock::now() - t0, 2s);
 }

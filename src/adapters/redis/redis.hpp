@@ -19,8 +19,8 @@
 // * caches: error → read-through to the wrapped store.
 // Keys are prefixed with RedisOptions::key_prefix (tests use a unique prefix each).
 // Metrics: paystream_cache_requests_total{namespace,result="hit"|"miss"},
-//   paystream_redis_errors_total{target}, paystream_redis_evicted_keys{target} (from INFO
-//   stats, refreshed by RedisEvictionsMonitor), paystream_redis_call_seconds{target},
+//   paystream_redis_errors_total{target}, paystream_redis_evictions_total{target} (growth
+//   of INFO stats evicted_keys, sampled by RedisEvictionsMonitor), paystream_redis_call_seconds{target},
 //   paystream_circuit_state{dependency="redis-<name>"} (0 closed, 1 open, 2 half-open; as
 //   src/stages/resilience.hpp). Calls refused by the open breaker count as errors too.
 #pragma once
@@ -148,7 +148,7 @@ class RedisCachedPayments final : public PaymentQueries {
   std::chrono::seconds processing_ttl_, terminal_ttl_;
 };
 
-// Polls INFO stats/memory every interval and exports evicted keys per target.
+// Samples INFO stats every interval and counts evicted keys per target.
 class RedisEvictionsMonitor {
  public:
   RedisEvictionsMonitor(std::vector<RedisClient*> clients, std::chrono::milliseconds interval);

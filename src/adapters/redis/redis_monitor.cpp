@@ -1,9 +1,14 @@
 // RedisEvictionsMonitor: a background thread that reads INFO stats from every target and
-// exports evicted_keys as paystream_redis_evicted_keys{target}. On the noeviction target
-// it stays 0 (a full instance refuses writes instead, counted as errors); on the LRU
-// cache target it shows how hard the cache is being squeezed.
+// counts evictions as paystream_redis_evictions_total{target}. INFO's evicted_keys is
+// cumulative since the Redis server started: the counter adds what it grew by since the
+// last sample (from 0 at this process's first sample; after a Redis restart, when the
+// value went down, the new value is what was evicted since), so rate() and increase()
+// work across restarts of either side. On the noeviction target it stays 0 (a full
+// instance refuses writes instead, counted as errors); on the LRU cache target it shows
+// how hard the cache is being squeezed.
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "adapters/redis/redis.hpp"
@@ -32,11 +37,18 @@ std::optional<double> info_field(const std::string& info, const std::string& nam
 
 std::atomic<int64_t> monitor_warned{0};
 
+metrics::Counter& evictions_counter(const std::string& target) {
+  return metrics::registry().counter("paystream_redis_evictions_total",
+                                     "Keys Redis evicted (growth of INFO stats evicted_keys)", {{"target", target}});
+}
+
 }  // namespace
 
 struct RedisEvictionsMonitor::Impl {
   std::vector<RedisClient*> clients;
+  std::vector<std::optional<double>> last;  // evicted_keys at the previous sample, per client
   std::chrono::milliseconds interval;
+  std::mutex sample_mu;  // refresh_once may be called by a test beside the thread
   std::mutex mu;
   std::condition_variable cv;
   bool stopping = false;
@@ -46,6 +58,8 @@ struct RedisEvictionsMonitor::Impl {
 RedisEvictionsMonitor::RedisEvictionsMonitor(std::vector<RedisClient*> clients, std::chrono::milliseconds interval)
     : impl_(std::make_unique<Impl>()) {
   impl_->clients = std::move(clients);
+  impl_->last.resize(impl_->clients.size());
+  for (RedisClient* c : impl_->clients) evictions_counter(c->options().name);  // the series exists at 0
   impl_->interval = std::max(interval, std::chrono::milliseconds(10));
   impl_->thread = std::thread([this] {
     Impl& im = *impl_;
@@ -69,17 +83,19 @@ RedisEvictionsMonitor::~RedisEvictionsMonitor() {
 }
 
 void RedisEvictionsMonitor::refresh_once() {
-  for (RedisClient* c : impl_->clients) {
+  std::lock_guard l(impl_->sample_mu);
+  for (size_t i = 0; i < impl_->clients.size(); ++i) {
+    RedisClient* c = impl_->clients[i];
     auto r = c->command({"INFO", "stats"});
     if (!r) {
       redis_detail::warn_throttled(monitor_warned, "redis INFO failed", c->options().name, r.error());
       continue;
     }
-    if (auto v = info_field(r->str, "evicted_keys"))
-      metrics::registry()
-          .gauge("paystream_redis_evicted_keys", "Keys evicted by Redis (INFO stats evicted_keys)",
-                 {{"target", c->options().name}})
-          .set(*v);
+    auto v = info_field(r->str, "evicted_keys");
+    if (!v) continue;
+    std::optional<double>& last = impl_->last[i];
+    if (last) evictions_counter(c->options().name).inc(*v >= *last ? *v - *last : *v);
+    last = *v;
   }
 }
 
