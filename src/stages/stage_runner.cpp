@@ -135,20 +135,83 @@ size_t StageRunner::run_once() {
 
   auto c = log_.commit(group_, batch, std::move(effects));
   if (!c) {
+    ++commit_failures_;
+    if (!c.error().retryable || commit_failures_ >= std::max(1, opts_.max_commit_attempts)) {
+      log::warn("stage commit failed; committing record by record",
+                {{"stage", stage_name_}, {"code", c.error().code}, {"error", c.error().message},
+                 {"failures", std::to_string(commit_failures_)}});
+      const size_t n = commit_records_singly(batch, c.error());
+      if (n > 0) commit_failures_ = 0;
+      return n;
+    }
     // At-least-once: the records come back on the next poll and are handled again.
     log::warn("stage commit failed; will re-poll", {{"stage", stage_name_}, {"error", c.error().message}});
     pause(backoff_.delay(3));
     return 0;
   }
+  commit_failures_ = 0;
+  count_committed(batch.size(), dead);
+  return batch.size();
+}
+
+size_t StageRunner::commit_records_singly(const std::vector<Record>& batch, const Error& batch_error) {
+  // In batch order, so each commit only moves a position forward (the log takes a commit of
+  // a prefix of what it handed out). Handling again is safe: stages are idempotent per
+  // record (the processor's acquirer calls carry the payment id as their idempotency key).
+  size_t committed = 0;
+  for (const auto& rec : batch) {
+    const std::vector<Record> one{rec};
+    Error last = batch_error;
+    bool done = false;
+    for (int attempt = 1; attempt <= std::max(1, opts_.max_record_attempts) && !done; ++attempt) {
+      Effects fx;
+      if (!handle_with_retries(one, &fx)) return committed;  // stopping
+      const size_t dead = fx.dead_letters.size();
+      auto c = log_.commit(group_, one, std::move(fx));
+      if (c) {
+        count_committed(1, dead);
+        done = true;
+        break;
+      }
+      last = c.error();
+      if (stopping_) return committed;
+      pause(backoff_.delay(attempt));
+    }
+    if (done) {
+      ++committed;
+      continue;
+    }
+    // The record's own effects keep failing. If the log takes a dead letter for it, the
+    // store is up and refuses this record: poison. If that fails too, it is an outage:
+    // nothing is dead-lettered, and the rest of the batch is polled again later.
+    Effects letter;
+    letter.dead_letters.push_back(
+        DeadLetter{rec, "commit_failed: " + last.code + ": " + last.message, std::max(1, opts_.max_record_attempts)});
+    auto c = log_.commit(group_, one, std::move(letter));
+    if (!c) {
+      log::warn("dead letter commit failed too (an outage); will re-poll",
+                {{"stage", stage_name_}, {"error", c.error().message}});
+      pause(backoff_.delay(3));
+      return committed;
+    }
+    log::error("record dead-lettered: its commit keeps failing",
+               {{"stage", stage_name_}, {"payment_id", rec.event.key}, {"code", last.code},
+                {"error", last.message}});
+    count_committed(1, 1);
+    ++committed;
+  }
+  return committed;
+}
+
+void StageRunner::count_committed(size_t records, size_t dead) {
   auto& reg = metrics::registry();
   reg.counter("paystream_stage_batches_total", "Batches committed by a stage", {{"stage", stage_name_}}).inc();
-  processed(stage_name_, "ok").inc(double(batch.size() >= dead ? batch.size() - dead : 0));
+  processed(stage_name_, "ok").inc(double(records >= dead ? records - dead : 0));
   if (dead > 0) {
     processed(stage_name_, "dead_lettered").inc(double(dead));
     reg.counter("paystream_dead_letters_total", "Records sent to tx.dlq", {{"stage", stage_name_}})
         .inc(double(dead));
   }
-  return batch.size();
 }
 
 }  // namespace ps

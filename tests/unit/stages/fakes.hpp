@@ -92,6 +92,8 @@ class FakeStageLog : public StageLog {
   std::vector<std::pair<std::vector<Record>, Effects>> commits;
   int fail_commits = 0;
   int polls = 0;
+  // Decides each commit when set: an error refuses it (after fail_commits is used up).
+  std::function<std::optional<Error>(const std::vector<Record>&, const Effects&)> refuse;
 
   Result<std::vector<Record>> poll(const std::string&, const std::vector<std::string>&, size_t,
                                    std::chrono::milliseconds) override {
@@ -109,8 +111,16 @@ class FakeStageLog : public StageLog {
       --fail_commits;
       return Error::internal("disk full (scripted)");
     }
+    if (refuse)
+      if (auto e = refuse(consumed, effects)) return *e;
     commits.emplace_back(consumed, std::move(effects));
-    if (!pending.empty()) pending.pop_front();
+    // A commit covers the batch's records it names (a runner may commit a prefix first).
+    if (!pending.empty()) {
+      auto& front = pending.front();
+      for (const auto& c : consumed)
+        std::erase_if(front, [&](const Record& r) { return r.topic == c.topic && r.offset == c.offset; });
+      if (front.empty()) pending.pop_front();
+    }
     return ok();
   }
   size_t commit_count() {

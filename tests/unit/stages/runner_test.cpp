@@ -115,6 +115,76 @@ TEST(StageRunner, CommitErrorRepollsAndCommitsLater) {
   EXPECT_EQ(stage.calls.load(), 2);
 }
 
+// The effects of one record are refused for ever (as a store's CHECK constraint would):
+// the batch is committed record by record, that record becomes a dead letter carrying the
+// commit's error, the records around it are committed with their effects, and the stage
+// goes on with the next batch instead of retrying the first one for ever.
+TEST(StageRunner, PermanentlyRefusedCommitDeadLettersTheRecordAndTheStageGoesOn) {
+  ManualClock clock;
+  testing::FakeStageLog log;
+  log.pending.push_back({payment_record(make_payment("pay_a"), "payment.initiated", 0),
+                         payment_record(make_payment("pay_refused"), "payment.initiated", 1),
+                         payment_record(make_payment("pay_c"), "payment.initiated", 2)});
+  log.pending.push_back({payment_record(make_payment("pay_next"), "payment.initiated", 3)});
+  log.refuse = [](const std::vector<Record>&, const Effects& fx) -> std::optional<Error> {
+    for (const auto& e : fx.produce)
+      if (e.key == "pay_refused") return Error::conflict("check_violation", "amount_refunded exceeds amount");
+    return std::nullopt;
+  };
+  EchoStage stage;
+  StageRunner runner("g", {"tx.initiated"}, log, stage, clock, fast_opts());
+  auto& dl = metrics::registry().counter("paystream_dead_letters_total", "", {{"stage", "echo_test"}});
+  const double before = dl.value();
+  EXPECT_EQ(runner.run_once(), 3u);
+  ASSERT_EQ(log.commits.size(), 3u);
+  ASSERT_EQ(log.commits[0].first.size(), 1u);
+  EXPECT_EQ(log.commits[0].first[0].offset, 0);
+  ASSERT_EQ(log.commits[0].second.produce.size(), 1u);
+  EXPECT_EQ(log.commits[0].second.produce[0].key, "pay_a");
+  const auto& letter = log.commits[1];
+  ASSERT_EQ(letter.first.size(), 1u);
+  EXPECT_EQ(letter.first[0].offset, 1);
+  EXPECT_TRUE(letter.second.produce.empty()) << "the refused effects are not committed";
+  ASSERT_EQ(letter.second.dead_letters.size(), 1u);
+  EXPECT_EQ(letter.second.dead_letters[0].original.event.key, "pay_refused");
+  EXPECT_NE(letter.second.dead_letters[0].error.find("check_violation"), std::string::npos)
+      << letter.second.dead_letters[0].error;
+  ASSERT_EQ(log.commits[2].second.produce.size(), 1u);
+  EXPECT_EQ(log.commits[2].second.produce[0].key, "pay_c");
+  EXPECT_EQ(dl.value(), before + 1);
+  // The stage goes on: the next batch commits whole.
+  EXPECT_EQ(runner.run_once(), 1u);
+  ASSERT_EQ(log.commits.size(), 4u);
+  EXPECT_EQ(log.commits[3].second.produce.at(0).key, "pay_next");
+}
+
+// An outage: every commit fails with a retryable error, also after the runner turned to
+// record-by-record commits. Nothing is dead-lettered; once the store is back, the batch
+// commits with its effects.
+TEST(StageRunner, CommitOutageIsNotPoisonNothingIsDeadLettered) {
+  ManualClock clock;
+  testing::FakeStageLog log;
+  log.pending.push_back({payment_record(make_payment("pay_o1"), "payment.initiated", 0),
+                         payment_record(make_payment("pay_o2"), "payment.initiated", 1)});
+  bool down = true;
+  log.refuse = [&](const std::vector<Record>&, const Effects&) -> std::optional<Error> {
+    if (down) return Error::unavailable("db_unavailable", "connection refused (scripted)");
+    return std::nullopt;
+  };
+  EchoStage stage;
+  StageRunner runner("g", {"tx.initiated"}, log, stage, clock, fast_opts());
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(runner.run_once(), 0u);  // past max_commit_attempts
+  EXPECT_TRUE(log.commits.empty());
+  down = false;
+  size_t committed = 0;
+  for (int i = 0; i < 3 && committed < 2; ++i) committed += runner.run_once();
+  EXPECT_EQ(committed, 2u);
+  for (const auto& [recs, fx] : log.commits) EXPECT_TRUE(fx.dead_letters.empty());
+  size_t produced = 0;
+  for (const auto& [recs, fx] : log.commits) produced += fx.produce.size();
+  EXPECT_EQ(produced, 2u);
+}
+
 TEST(StageRunner, ThreadProcessesAndStopCommitsBatchInHand) {
   ManualClock clock;
   testing::FakeStageLog log;
