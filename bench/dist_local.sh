@@ -13,7 +13,7 @@ B=${PAYSTREAM_BIN:-build/release/paystream}
 set -a; . <(deploy/local/stack env); set +a
 RUN=bench$(date +%s)
 export PAYSTREAM_TOPIC_PREFIX=$RUN. PAYSTREAM_POSTGRES_SCHEMA=$RUN PAYSTREAM_REDIS_PREFIX=$RUN:
-export PAYSTREAM_ADMIN_KEY=adm_$RUN PAYSTREAM_LOG_LEVEL=warn
+export PAYSTREAM_ADMIN_KEY=adm_${RUN}_local_bench_key PAYSTREAM_LOG_LEVEL=warn
 DIR=$(mktemp -d /tmp/ps-bench-XXXX)
 PORT=${PORT:-18480}
 pids=()

@@ -16,7 +16,7 @@ B=${PAYSTREAM_BIN:-build/release/paystream}
 [ -x "$B" ] || { cmake --preset release >/dev/null && cmake --build --preset release --target paystream; }
 DIR=$(mktemp -d /tmp/ps-bench-emb-XXXX)
 PORT=${PORT:-18580}
-ADMIN=adm_$(date +%s)
+ADMIN=adm_$(date +%s)_local_bench_key
 # The server holds CONNS connections: its limit must allow them (the per-process
 # open-files limit here is 20,000).
 PAYSTREAM_ADMIN_KEY=$ADMIN $B serve --listen 127.0.0.1:$PORT --data-dir "$DIR" --fsync on \

@@ -34,12 +34,12 @@ if [ "$WHAT" = all ] || [ "$WHAT" = wrk ]; then
   # Cross-check of the embedded achieved rate with wrk (closed loop, 256 connections).
   B=${PAYSTREAM_BIN:-build/release/paystream}
   D=$(mktemp -d /tmp/ps-bench-wrk-XXXX)
-  PAYSTREAM_ADMIN_KEY=adm_wrk $B serve --listen 127.0.0.1:18590 --data-dir "$D" --fsync on \
+  PAYSTREAM_ADMIN_KEY=adm_wrk_local_bench_key_0000 $B serve --listen 127.0.0.1:18590 --data-dir "$D" --fsync on \
     --velocity-max-per-source 1000000000 --velocity-max-per-merchant 1000000000 --log-level warn 2>"$D/server.log" &
   SRV=$!
   for _ in $(seq 1 100); do curl -sf 127.0.0.1:18590/readyz >/dev/null && break; sleep 0.1; done
-  echo "=== embedded-wrk: bench/wrk_cross_check.sh http://127.0.0.1:18590 adm_wrk 30 256" >&2
-  bench/wrk_cross_check.sh http://127.0.0.1:18590 adm_wrk 30 256 >"$R/embedded-wrk.log" 2>&1
+  echo "=== embedded-wrk: bench/wrk_cross_check.sh http://127.0.0.1:18590 adm_wrk_local_bench_key_0000 30 256" >&2
+  bench/wrk_cross_check.sh http://127.0.0.1:18590 adm_wrk_local_bench_key_0000 30 256 >"$R/embedded-wrk.log" 2>&1
   sleep 10
   echo "after the run: $(sqlite3 "$D/paystream.db" "SELECT status || ' ' || count(*) FROM payments GROUP BY status" | tr '\n' ' ')" >>"$R/embedded-wrk.log"
   kill $SRV; wait $SRV 2>/dev/null

@@ -9,6 +9,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "api/failure_budget.hpp"
 #include "api/validation.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
@@ -161,30 +162,9 @@ struct Api::Impl {
   std::unordered_map<std::string, Merchant> auth;
   // Unknown key hashes, remembered briefly so bogus keys do not each cost a store lookup.
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
-  // Global token bucket of store lookups that found no merchant (HttpRequest carries no
-  // peer address, so it cannot be per client). Tokens are only consumed by failures;
-  // while empty, every key missing from the auth cache answers 429 without a lookup.
-  struct FailureBucket {
-    std::mutex mu;
-    double tokens = -1;  // < 0: not started (full)
-    int64_t last_ms = 0;
-    void refill(int64_t now_ms, double rate, int64_t burst) {
-      double cap = double(std::max<int64_t>(1, burst));
-      if (tokens < 0) tokens = cap;
-      else if (now_ms > last_ms) tokens = std::min(cap, tokens + double(now_ms - last_ms) * std::max(0.0, rate) / 1000.0);
-      last_ms = std::max(last_ms, now_ms);
-    }
-    bool has_token(int64_t now_ms, double rate, int64_t burst) {
-      std::lock_guard lk(mu);
-      refill(now_ms, rate, burst);
-      return tokens + 1e-9 >= 1.0;
-    }
-    void consume(int64_t now_ms, double rate, int64_t burst) {
-      std::lock_guard lk(mu);
-      refill(now_ms, rate, burst);
-      tokens = std::max(0.0, tokens - 1.0);
-    }
-  } auth_failures;
+  // Store lookups that found no merchant, budgeted per client address (failure_budget.hpp).
+  FailureBudget auth_failures{cfg.auth_failure_rate_per_s, cfg.auth_failure_burst};
+  FailureBudget admin_failures{cfg.admin_failure_rate_per_s, cfg.admin_failure_burst};
 
   // Serialises count-then-create of webhook endpoints (the per-merchant cap).
   std::mutex endpoint_mu;
@@ -207,6 +187,10 @@ struct Api::Impl {
 
   metrics::Counter& accepted = metrics::registry().counter("paystream_payments_accepted_total",
                                                            "Payments durably accepted by the gateway");
+  metrics::Counter& admin_refused = metrics::registry().counter(
+      "paystream_admin_auth_failures_total", "Requests to admin routes with a wrong admin key", {{"outcome", "refused"}});
+  metrics::Counter& admin_throttled = metrics::registry().counter(
+      "paystream_admin_auth_failures_total", "Requests to admin routes with a wrong admin key", {{"outcome", "throttled"}});
   metrics::Counter& limited = metrics::registry().counter("paystream_rate_limited_total",
                                                           "Requests refused by the rate limiter");
   metrics::Counter& shed = metrics::registry().counter(
@@ -312,11 +296,24 @@ struct Api::Impl {
     Ctx ctx;
     ctx.param = std::move(param);
     if (route.auth == AuthKind::admin) {
-      if (cfg.admin_key.empty() || !constant_time_equals(*token, cfg.admin_key))
+      // Wrong admin keys are budgeted per client address: guessing is throttled (429,
+      // without comparing) and counted; the right key from another address is not.
+      if (!admin_failures.allows(req.peer, d.clock.now_ms())) {
+        admin_throttled.inc();
+        HttpResponse r = json_response(429, error_json("rate_limit_error", "rate_limited",
+                                                       "too many wrong admin keys from this address; retry later", ""));
+        r.headers.emplace_back("Retry-After", "1");
+        return respond(std::move(r));
+      }
+      if (cfg.admin_key.empty() || !constant_time_equals(*token, cfg.admin_key)) {
+        admin_failures.spend(req.peer, d.clock.now_ms());
+        admin_refused.inc();
+        log::warn("wrong admin key", {{"peer", req.peer}, {"route", route.path}});
         return fail(respond, {ErrorKind::unauthorized, "unauthorized", "admin key required", {}, false});
+      }
     } else {
       std::string hash = sha256_hex(*token);
-      auto m = authenticate(hash);
+      auto m = authenticate(hash, req.peer);
       if (!m && m.error().kind == ErrorKind::rate_limited) {
         limited.inc();
         HttpResponse r = json_response(429, error_json("rate_limit_error", "rate_limited", m.error().message, ""));
@@ -378,7 +375,8 @@ struct Api::Impl {
   }
 
   // ---- auth ---------------------------------------------------------------------------
-  Result<std::optional<Merchant>> authenticate(const std::string& hash) {
+  // `peer`: the client's address (HttpRequest::peer), whose failure budget a miss spends.
+  Result<std::optional<Merchant>> authenticate(const std::string& hash, const std::string& peer) {
     auto now = std::chrono::steady_clock::now();
     {
       std::shared_lock lk(auth_mu);
@@ -388,14 +386,14 @@ struct Api::Impl {
       if (neg != unknown_keys.end() && neg->second > now) return std::optional<Merchant>();
     }
     // A key in no cache costs a store read: refused while unknown keys are flooding in.
-    if (!auth_failures.has_token(d.clock.now_ms(), cfg.auth_failure_rate_per_s, cfg.auth_failure_burst))
+    if (!auth_failures.allows(peer, d.clock.now_ms()))
       return Error{ErrorKind::rate_limited, "rate_limited", "too many requests with unknown API keys; retry later", {}, true};
     auto m = d.merchants.find_merchant_by_key_hash(hash);
     if (!m) return m.error();
     if (m.value()) {
       remember(*m.value());
     } else {
-      auth_failures.consume(d.clock.now_ms(), cfg.auth_failure_rate_per_s, cfg.auth_failure_burst);
+      auth_failures.spend(peer, d.clock.now_ms());
       std::unique_lock lk(auth_mu);
       if (unknown_keys.size() >= kMaxUnknownKeys) unknown_keys.clear();
       unknown_keys[hash] = now + kUnknownKeyTtl;

@@ -23,6 +23,9 @@
 
 namespace ps {
 
+// Admin keys shorter than this are refused at start-up (guessable).
+inline constexpr size_t kMinAdminKeyLength = 24;
+
 struct ApiConfig {
   std::string admin_key;                     // empty: admin routes always answer 401
   int64_t max_amount_minor = 99'999'999'999;
@@ -33,10 +36,15 @@ struct ApiConfig {
   size_t max_waiters = 10000;                // Prefer: wait requests parked at once; beyond: 202 now
   size_t max_waiter_bytes = size_t(64) << 20; // payload bytes held by parked requests; beyond: 202 now
   size_t max_endpoints_per_merchant = 16;    // the next create answers 422 endpoint_limit_reached
-  // Store lookups of API keys that are in no cache and turn out unknown: one global token
-  // bucket. While it is empty, keys missing from the auth cache answer 429 without a lookup.
+  // Store lookups of API keys that are in no cache and turn out unknown: a token bucket per
+  // client address (HttpRequest::peer). While a client's is empty, its keys missing from the
+  // auth cache answer 429 without a lookup; other clients are not affected.
   double auth_failure_rate_per_s = 1000;
   int64_t auth_failure_burst = 1000;
+  // Wrong admin keys, per client address: beyond the burst, admin routes answer 429 for
+  // that address (refilled at the rate) and the key is not compared.
+  double admin_failure_rate_per_s = 1;
+  int64_t admin_failure_burst = 10;
   // Intake admission (SPEC §2.6): with ApiDeps::backlog set, a new payment or refund is
   // refused with 503 store_overloaded + Retry-After while the settling stages have at
   // least max_backlog_records records to consume, or the oldest has waited

@@ -31,6 +31,7 @@ struct HttpRequest {
   std::map<std::string, std::string> query;     // percent-decoded query parameters (last wins)
   std::vector<std::pair<std::string, std::string>> headers;  // as received
   std::string body;
+  std::string peer;  // the client's IP address as the server saw it; "" when unknown
 
   // Case-insensitive header lookup (first match).
   std::optional<std::string_view> header(std::string_view name) const {

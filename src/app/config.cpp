@@ -6,6 +6,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "adapters/http/http_server.hpp"
+#include "api/api.hpp"
 #include "common/files.hpp"
 #include "common/log.hpp"
 #include "domain/ids.hpp"
@@ -29,6 +31,11 @@ Result<void> ServeConfig::validate() const {
   if (body_limit_bytes < 1024 || body_limit_bytes > 16 * 1024 * 1024) return bad("body_limit_bytes", "--body-limit-bytes must be 1 KiB..16 MiB");
   if (header_limit_bytes < 1024 || header_limit_bytes > 1024 * 1024) return bad("header_limit_bytes", "--header-limit-bytes must be 1 KiB..1 MiB");
   if (request_timeout_ms < 100) return bad("request_timeout_ms", "--request-timeout-ms must be >= 100");
+  if (max_connections < 0) return bad("max_connections", "--max-connections must be >= 0 (0: the most the open-files limit allows)");
+  if (max_connections_per_address < 0)
+    return bad("max_connections_per_address", "--max-connections-per-address must be >= 0 (0: half of --max-connections)");
+  if (auto l = connection_limits(open_files_limit(), uint64_t(max_connections), uint64_t(max_connections_per_address)); !l)
+    return l.error();
   if (max_amount_minor < 1) return bad("max_amount_minor", "--max-amount-minor must be >= 1");
   if (rate_limit_per_s <= 0) return bad("rate_limit_per_s", "--rate-limit-per-s must be > 0");
   if (rate_limit_burst < 1) return bad("rate_limit_burst", "--rate-limit-burst must be >= 1");
@@ -85,6 +92,10 @@ void add_http_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--header-limit-bytes", s.header_limit_bytes, "largest request header block (431 above)");
   opt(c, "--request-timeout-ms", s.request_timeout_ms, "a request must arrive completely within this (408)");
   opt(c, "--idle-timeout-ms", s.idle_timeout_ms, "idle keep-alive connections close after this");
+  opt(c, "--max-connections", s.max_connections,
+      "open connections at most; 0 = the open-files limit minus 512 kept for files and outgoing connections");
+  opt(c, "--max-connections-per-address", s.max_connections_per_address,
+      "open connections from one client address at most; 0 = half of --max-connections");
   opt(c, "--shutdown-timeout-ms", s.shutdown_timeout_ms, "SIGTERM: longest wait for in-flight requests");
 }
 
@@ -148,6 +159,16 @@ void add_serve_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--acquirer-failure-rate", s.acquirer_failure_rate, "simulated transient failure rate 0..1");
   opt(c, "--acquirer-seed", s.acquirer_seed, "simulator random seed");
   add_log_options(c, s);
+}
+
+Result<void> check_admin_key(const std::string& key) {
+  if (key.size() < kMinAdminKeyLength)
+    return Error::invalid("config_invalid",
+                          "the admin key (PAYSTREAM_ADMIN_KEY or admin.key) has " + std::to_string(key.size()) +
+                              " characters; at least " + std::to_string(kMinAdminKeyLength) +
+                              " are required (e.g. ak_$(openssl rand -hex 16))",
+                          "admin_key");
+  return ok();
 }
 
 std::string load_or_create_admin_key(const std::string& data_dir) {

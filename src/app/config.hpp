@@ -24,6 +24,8 @@ struct ServeConfig {
   int64_t header_limit_bytes = 16 * 1024;
   int64_t request_timeout_ms = 10000;
   int64_t idle_timeout_ms = 60000;
+  int64_t max_connections = 0;              // 0: the open-files limit minus a reserve
+  int64_t max_connections_per_address = 0;  // 0: half of max_connections
   int64_t shutdown_timeout_ms = 10000;
   // API
   int64_t max_amount_minor = 99'999'999'999;
@@ -91,5 +93,8 @@ std::string env_name_for(const std::string& flag);
 // linked into place without replacing an existing key (a concurrent start reads the
 // winner's), directory fsync'd. Throws on I/O failure (start-up only).
 std::string load_or_create_admin_key(const std::string& data_dir);
+// The admin key must be at least kMinAdminKeyLength (api.hpp) characters: a short key is
+// guessable. Error::invalid("config_invalid", param "admin_key") otherwise.
+Result<void> check_admin_key(const std::string& key);
 
 }  // namespace ps::app

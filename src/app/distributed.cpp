@@ -85,6 +85,7 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
   if (!admin_env || !*admin_env)
     return config_error("gateway", Error::invalid("config_invalid",
         "PAYSTREAM_ADMIN_KEY is required (gateways are stateless: every gateway needs the same admin key)", "admin_key"));
+  if (auto k = check_admin_key(admin_env); !k) return config_error("gateway", k.error());
   sigset_t signals = block_shutdown_signals();
   SystemClock clock;
   log_webhook_targets(cfg);

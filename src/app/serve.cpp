@@ -56,6 +56,10 @@ int run_serve(const ServeConfig& cfg) {
     log::error("admin key", {{"error", e.what()}});
     return 1;
   }
+  if (auto k = check_admin_key(admin_key); !k) {
+    std::cerr << "paystream serve: " << k.error().message << "\n";
+    return 2;
+  }
 
   // --- adapters -------------------------------------------------------------------
   SqliteOptions store_opts;

@@ -116,6 +116,12 @@ HttpServerOptions http_options(const ServeConfig& cfg) {
   h.header_limit_bytes = size_t(cfg.header_limit_bytes);
   h.request_timeout_ms = int(cfg.request_timeout_ms);
   h.idle_timeout_ms = int(cfg.idle_timeout_ms);
+  // Validated with the config (ServeConfig::validate), so it holds here.
+  if (auto l = connection_limits(open_files_limit(), uint64_t(cfg.max_connections),
+                                 uint64_t(cfg.max_connections_per_address))) {
+    h.max_connections = l->max_connections;
+    h.max_connections_per_address = l->max_connections_per_address;
+  }
   return h;
 }
 

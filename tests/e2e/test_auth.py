@@ -1,10 +1,11 @@
 """Authentication, tenant isolation and the admin key."""
 import os
 import stat
+import subprocess
 
 import pytest
 
-from pslib import Client, Resp, assert_error, new_key, new_merchant, raw_request, wait_until
+from pslib import Client, Resp, assert_error, binary_path, new_key, new_merchant, raw_request, wait_until
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer sk_" + "0" * 48, "Bearer ", "Basic dXNlcjpwdw==",
@@ -102,3 +103,16 @@ def test_admin_key_file_generated(server):
     srv.start()
     assert open(path).read().strip() == key
     assert new_merchant(srv).id != m.id
+
+
+def test_short_admin_key_is_refused_at_start(tmp_path):
+    """An admin key shorter than 24 characters is guessable: serve refuses to start (exit 2)
+    and says why, before it listens."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYSTREAM_")}
+    env["PAYSTREAM_ADMIN_KEY"] = "adm_short"
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=0")
+    r = subprocess.run([binary_path(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "at least 24" in r.stderr, r.stderr
+    assert "adm_short" not in r.stderr, "the key itself is not printed"

@@ -13,6 +13,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include <sys/resource.h>
+
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 
@@ -52,6 +54,30 @@ struct HttpServer::Impl {
   std::unordered_map<Session*, std::shared_ptr<Session>> sessions;  // owner of live sessions
   metrics::Gauge& conn_gauge = metrics::registry().gauge(
       "paystream_http_connections", "Open HTTP connections");
+  metrics::Counter& refused_total = metrics::registry().counter(
+      "paystream_http_connections_refused_total", "Connections closed at accept: over a limit",
+      {{"reason", "max_connections"}});
+  metrics::Counter& refused_per_address = metrics::registry().counter(
+      "paystream_http_connections_refused_total", "Connections closed at accept: over a limit",
+      {{"reason", "per_address"}});
+  // Open connections per client address (max_connections_per_address).
+  std::mutex peers_mu;
+  std::unordered_map<std::string, size_t> peers;
+  // Takes a slot for `peer`; false if it already holds max_connections_per_address.
+  bool take_peer_slot(const std::string& peer) {
+    if (opt.max_connections_per_address == 0) return true;
+    std::lock_guard lk(peers_mu);
+    size_t& n = peers[peer];
+    if (n >= opt.max_connections_per_address) return false;
+    ++n;
+    return true;
+  }
+  void release_peer_slot(const std::string& peer) {
+    if (opt.max_connections_per_address == 0) return;
+    std::lock_guard lk(peers_mu);
+    auto it = peers.find(peer);
+    if (it != peers.end() && --it->second == 0) peers.erase(it);
+  }
   // Declared last: destroyed first, while the members above still exist.
   asio::io_context ioc;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -82,12 +108,14 @@ struct HttpServer::Impl {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(HttpServer::Impl& srv, tcp::socket sock)
-      : srv_(srv), sock_(std::move(sock)), timer_(sock_.get_executor()) {
+  // `peer` holds a slot of the per-address count (released here).
+  Session(HttpServer::Impl& srv, tcp::socket sock, std::string peer)
+      : srv_(srv), sock_(std::move(sock)), timer_(sock_.get_executor()), peer_(std::move(peer)) {
     srv_.conns.fetch_add(1);
     srv_.conn_gauge.inc();
   }
   ~Session() {
+    srv_.release_peer_slot(peer_);
     srv_.conns.fetch_sub(1);
     srv_.conn_gauge.dec();
   }
@@ -215,6 +243,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parse_target(req.target, req.path, req.query);
     for (const auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     req.body = std::move(msg.body());
+    req.peer = peer_;
 
     {
       std::lock_guard lk(srv_.drain_mu);
@@ -312,6 +341,7 @@ class Session : public std::enable_shared_from_this<Session> {
   HttpServer::Impl& srv_;
   tcp::socket sock_;
   asio::steady_timer timer_;
+  std::string peer_;  // the client address (per-address count, HttpRequest::peer)
   uint64_t timer_gen_ = 0;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -332,13 +362,18 @@ void HttpServer::Impl::do_accept() {
 void HttpServer::Impl::on_accept(beast::error_code ec, tcp::socket sock) {
   if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
   if (!ec) {
+    beast::error_code ignore;
+    auto remote = sock.remote_endpoint(ignore);
+    std::string peer = ignore ? std::string() : remote.address().to_string();
     if (conns.load() >= opt.max_connections) {
-      beast::error_code ignore;
+      refused_total.inc();
+      sock.close(ignore);
+    } else if (!take_peer_slot(peer)) {
+      refused_per_address.inc();
       sock.close(ignore);
     } else {
-      beast::error_code ignore;
       sock.set_option(tcp::no_delay(true), ignore);
-      auto s = std::make_shared<Session>(*this, std::move(sock));
+      auto s = std::make_shared<Session>(*this, std::move(sock), std::move(peer));
       {
         std::lock_guard lk(sessions_mu);
         sessions.emplace(s.get(), s);
@@ -432,5 +467,41 @@ void HttpServer::stop() {
 
 size_t HttpServer::in_flight() const { return impl_->in_flight.load(); }
 size_t HttpServer::connections() const { return impl_->conns.load(); }
+
+}  // namespace ps
+
+namespace ps {
+
+Result<ConnectionLimits> connection_limits(uint64_t open_files_limit, uint64_t requested_max,
+                                           uint64_t requested_per_address) {
+  if (open_files_limit <= kFdReserve + 16)
+    return Error::invalid("config_invalid",
+                          "the open-files limit (" + std::to_string(open_files_limit) + ") leaves no room for connections: raise ulimit -n above " +
+                              std::to_string(kFdReserve + 16),
+                          "max_connections");
+  const uint64_t most = open_files_limit - kFdReserve;
+  if (requested_max > most)
+    return Error::invalid("config_invalid",
+                          "--max-connections " + std::to_string(requested_max) + " leaves too few file descriptors: with the open-files limit " +
+                              std::to_string(open_files_limit) + " at most " + std::to_string(most) + " (" +
+                              std::to_string(kFdReserve) + " stay for files and outgoing connections)",
+                          "max_connections");
+  ConnectionLimits l;
+  l.max_connections = size_t(requested_max == 0 ? most : requested_max);
+  if (requested_per_address > l.max_connections)
+    return Error::invalid("config_invalid",
+                          "--max-connections-per-address " + std::to_string(requested_per_address) +
+                              " is above --max-connections " + std::to_string(l.max_connections),
+                          "max_connections_per_address");
+  l.max_connections_per_address = size_t(requested_per_address == 0 ? std::max<size_t>(1, l.max_connections / 2)
+                                                                     : requested_per_address);
+  return l;
+}
+
+uint64_t open_files_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 1u << 20;
+  return uint64_t(rl.rlim_cur);
+}
 
 }  // namespace ps

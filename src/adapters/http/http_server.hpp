@@ -10,7 +10,9 @@
 //  - the handler runs on a server thread and must not block; it must call Respond exactly
 //    once, from any thread (the write is posted onto the connection's strand). A Respond
 //    dropped without being called answers 500 `internal_error`.
-//  - at most max_connections connections; further ones are accepted and closed at once.
+//  - at most max_connections connections, and at most max_connections_per_address from
+//    one client address (0 = no per-address cap); further ones are accepted and closed at
+//    once (counted in paystream_http_connections_refused_total{reason}).
 // Thread-safety: start/stop_accepting/drain/stop are called from one owner thread.
 // Lifetime: a Respond called after stop() is ignored.
 #pragma once
@@ -35,7 +37,24 @@ struct HttpServerOptions {
   int request_timeout_ms = 10000;
   int idle_timeout_ms = 60000;
   size_t max_connections = 20000;
+  size_t max_connections_per_address = 0;
 };
+
+// The connection limits `serve` and `gateway` apply, from the open-files limit: a reserve
+// of kFdReserve descriptors stays for everything else the process opens (store and log
+// files, Kafka, PostgreSQL and Redis sockets, acquirer and webhook connections), so
+// max_connections is at most the limit minus the reserve; 0 requested = that maximum. The
+// per-address cap defaults (0 requested) to half of max_connections, so one client can
+// never take every slot. A request above the maximum is refused with a clear error.
+struct ConnectionLimits {
+  size_t max_connections = 0;
+  size_t max_connections_per_address = 0;
+};
+inline constexpr size_t kFdReserve = 512;
+Result<ConnectionLimits> connection_limits(uint64_t open_files_limit, uint64_t requested_max,
+                                           uint64_t requested_per_address);
+// The soft RLIMIT_NOFILE of this process.
+uint64_t open_files_limit();
 
 using HttpHandler = std::function<void(HttpRequest, Respond)>;
 

@@ -775,6 +775,69 @@ TEST(ApiAuth, UnknownKeyFloodIs429WithoutStoreLookups) {
   EXPECT_EQ(h.call("GET", "/v1/balance", "", Harness::auth("sk_bogus_newer")).status, 429);
 }
 
+// The budget of unknown-key lookups is per client address: a client flooding bogus keys
+// gets 429, while another client's valid key that is in no cache is still looked up.
+TEST(ApiAuth, UnknownKeyBudgetIsPerClientAddress) {
+  ApiConfig c = test_config();
+  c.auth_failure_rate_per_s = 1;
+  c.auth_failure_burst = 3;
+  Harness h(c);
+  // A merchant the store knows but this gateway's auth cache does not (created elsewhere).
+  Merchant other;
+  other.id = "mer_elsewhere";
+  other.name = "Elsewhere";
+  other.api_key_hash = sha256_hex("sk_elsewhere");
+  other.created_ms = 1;
+  ASSERT_TRUE(h.s.create_merchant(other).ok());
+  auto from = [&](const std::string& peer, const std::string& key) {
+    HttpRequest r = Harness::make("GET", "/v1/balance", "", Harness::auth(key));
+    r.peer = peer;
+    auto p = std::make_shared<std::promise<HttpResponse>>();
+    auto f = p->get_future();
+    h.api->handle(std::move(r), [p](HttpResponse x) { p->set_value(std::move(x)); });
+    return f.get();
+  };
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(from("10.0.0.1", "sk_bogus_" + std::to_string(i)).status, 401);
+  for (int i = 3; i < 20; ++i) EXPECT_EQ(from("10.0.0.1", "sk_bogus_" + std::to_string(i)).status, 429) << i;
+  const int lookups = h.s.key_hash_lookups;
+  EXPECT_EQ(from("10.0.0.2", "sk_elsewhere").status, 200) << "another client's cache miss is looked up";
+  EXPECT_EQ(h.s.key_hash_lookups, lookups + 1);
+  EXPECT_EQ(from("10.0.0.2", "sk_bogus_b").status, 401) << "and it has a budget of its own";
+  EXPECT_EQ(from("10.0.0.1", "sk_bogus_more").status, 429) << "the flooding client's is still empty";
+}
+
+// Wrong admin keys are throttled per client address: past the burst that address gets 429
+// (even with the right key, which is then not compared); another address is not affected;
+// the budget comes back over time. Each outcome is counted.
+TEST(ApiAuth, WrongAdminKeysAreThrottledPerClientAddress) {
+  ApiConfig c = test_config();
+  c.admin_failure_rate_per_s = 1;
+  c.admin_failure_burst = 3;
+  Harness h(c);
+  auto& refused = metrics::registry().counter("paystream_admin_auth_failures_total", "", {{"outcome", "refused"}});
+  auto& throttled = metrics::registry().counter("paystream_admin_auth_failures_total", "", {{"outcome", "throttled"}});
+  const double refused0 = refused.value(), throttled0 = throttled.value();
+  auto admin = [&](const std::string& peer, const std::string& key) {
+    HttpRequest r = Harness::make("POST", "/v1/merchants", R"({"name":"n"})",
+                                  {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}});
+    r.peer = peer;
+    auto p = std::make_shared<std::promise<HttpResponse>>();
+    auto f = p->get_future();
+    h.api->handle(std::move(r), [p](HttpResponse x) { p->set_value(std::move(x)); });
+    return f.get();
+  };
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(admin("10.0.0.9", "guess-" + std::to_string(i)).status, 401);
+  auto r = admin("10.0.0.9", "guess-3");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(hdr(r, "Retry-After"), "1");
+  EXPECT_EQ(admin("10.0.0.9", "admin-secret").status, 429) << "not compared while throttled";
+  EXPECT_EQ(admin("10.0.0.10", "admin-secret").status, 201) << "another address is not affected";
+  EXPECT_EQ(refused.value(), refused0 + 3);
+  EXPECT_EQ(throttled.value(), throttled0 + 2);
+  h.clock.advance(1s);  // one attempt back
+  EXPECT_EQ(admin("10.0.0.9", "admin-secret").status, 201);
+}
+
 TEST(ApiPreferWait, ParkedBytesAreBounded) {
   ApiConfig c = test_config();
   c.max_waiter_bytes = 1500;  // one parked payment (~900 B accounted) fits, two do not

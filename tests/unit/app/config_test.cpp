@@ -47,9 +47,29 @@ TEST(ServeConfig, RejectsBadValuesNamingTheOption) {
   c.log_level = "loud";
   EXPECT_EQ(param_of(c), "log_level");
   c = {};
+  c.max_connections = 1'000'000;  // above the open-files limit minus the reserve
+  EXPECT_EQ(param_of(c), "max_connections");
+  c = {};
+  c.max_connections = 100;
+  c.max_connections_per_address = 101;
+  EXPECT_EQ(param_of(c), "max_connections_per_address");
+  c = {};
+  c.stage_batch_max = 0;
+  EXPECT_EQ(param_of(c), "stage_batch_max");
+  c = {};
   c.listen = "127.0.0.1:0";
   EXPECT_TRUE(c.validate().ok());
   EXPECT_EQ(c.port(), 0);
+}
+
+TEST(AdminKey, ShorterThanTheMinimumIsAConfigError) {
+  auto short_key = check_admin_key("adm_short");
+  ASSERT_FALSE(short_key.ok());
+  EXPECT_EQ(short_key.error().param, "admin_key");
+  EXPECT_NE(short_key.error().message.find("at least 24"), std::string::npos) << short_key.error().message;
+  EXPECT_FALSE(check_admin_key("").ok());
+  EXPECT_FALSE(check_admin_key(std::string(23, 'k')).ok());
+  EXPECT_TRUE(check_admin_key(std::string(24, 'k')).ok());
 }
 
 TEST(ServeConfig, FlagsAndEnvironmentFillTheConfig) {

@@ -14,6 +14,7 @@
 #include "adapters/http/host_resolver.hpp"
 #include "adapters/http/http_client.hpp"
 #include "adapters/http/http_server.hpp"
+#include "common/metrics.hpp"
 
 using namespace ps;
 using namespace std::chrono_literals;
@@ -22,8 +23,15 @@ namespace {
 
 class Conn {
  public:
-  explicit Conn(uint16_t port) {
+  // `source`: the local address to connect from (another loopback address is another client).
+  explicit Conn(uint16_t port, const char* source = nullptr) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (source) {
+      sockaddr_in b{};
+      b.sin_family = AF_INET;
+      ::inet_pton(AF_INET, source, &b.sin_addr);
+      if (::bind(fd_, reinterpret_cast<sockaddr*>(&b), sizeof b) != 0) ADD_FAILURE() << "bind to " << source << " failed";
+    }
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
@@ -292,6 +300,62 @@ TEST(HttpServer, MaxConnectionsAndStopWithOpenConnections) {
   EXPECT_TRUE(c2.closed_within(2s));
   srv.s->stop();
   EXPECT_TRUE(c1.closed_within(2s));
+}
+
+// One client address may hold at most max_connections_per_address connections; another
+// address is not affected, and a slot comes back when a connection closes. Handlers see
+// the client's address in HttpRequest::peer.
+TEST(HttpServer, ConnectionsPerClientAddressAreCapped) {
+  HttpServerOptions o;
+  o.max_connections_per_address = 2;
+  Server srv([](HttpRequest req, Respond respond) { respond(HttpResponse{200, {}, "peer=" + req.peer}); }, o);
+  auto& refused = metrics::registry().counter("paystream_http_connections_refused_total", "", {{"reason", "per_address"}});
+  const double before = refused.value();
+  auto a1 = std::make_unique<Conn>(srv.port, "127.0.0.1");
+  Conn a2(srv.port, "127.0.0.1");
+  ASSERT_TRUE(a1->send(get("/")));
+  auto r = a1->response();
+  EXPECT_EQ(status_of(r), 200);
+  EXPECT_EQ(body_of(r), "peer=127.0.0.1");
+  ASSERT_TRUE(a2.send(get("/")));
+  EXPECT_EQ(status_of(a2.response()), 200);
+  Conn a3(srv.port, "127.0.0.1");
+  EXPECT_TRUE(a3.closed_within(2s)) << "a third connection from 127.0.0.1 is closed at once";
+  EXPECT_EQ(refused.value(), before + 1);
+  Conn b1(srv.port, "127.0.0.2");
+  ASSERT_TRUE(b1.send(get("/")));
+  r = b1.response();
+  EXPECT_EQ(status_of(r), 200) << "another client address is not affected";
+  EXPECT_EQ(body_of(r), "peer=127.0.0.2");
+  a1.reset();  // frees a slot of 127.0.0.1
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  bool served = false;
+  while (!served && std::chrono::steady_clock::now() < until) {
+    Conn again(srv.port, "127.0.0.1");
+    served = again.send(get("/")) && status_of(again.response(1s)) == 200;
+    if (!served) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(served) << "the slot of a closed connection is given back";
+}
+
+TEST(ConnectionLimits, ReserveDescriptorsBelowTheOpenFilesLimit) {
+  auto d = connection_limits(20000, 0, 0);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->max_connections, 20000u - kFdReserve);
+  EXPECT_EQ(d->max_connections_per_address, (20000u - kFdReserve) / 2);
+  auto set = connection_limits(20000, 1000, 10);
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->max_connections, 1000u);
+  EXPECT_EQ(set->max_connections_per_address, 10u);
+  auto too_many = connection_limits(20000, 20000, 0);
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.error().param, "max_connections");
+  EXPECT_NE(too_many.error().message.find("at most 19488"), std::string::npos) << too_many.error().message;
+  auto per_address = connection_limits(20000, 1000, 1001);
+  ASSERT_FALSE(per_address.ok());
+  EXPECT_EQ(per_address.error().param, "max_connections_per_address");
+  EXPECT_FALSE(connection_limits(256, 0, 0).ok()) << "no room left for connections";
+  EXPECT_GT(open_files_limit(), 0u);
 }
 
 TEST(HttpServer, BindFailureIsAnError) {
