@@ -443,3 +443,18 @@ def test_topic_prefix_reaches_groups_and_topics(mode):
             groups, seen = {s["consumergroup"] for s in sel}, sorted(s["topic"] for s in sel)
         assert groups == {"t1." + stage}
         assert seen == sorted("t1." + t for t in topics)
+
+
+def test_short_admin_key_fails_the_render():
+    """The gateways refuse an admin key under 24 characters; the chart says so at render time."""
+    env = dict(os.environ, HELM_CACHE_HOME=tempfile.gettempdir() + "/paystream-helm-cache",
+               HELM_CONFIG_HOME=tempfile.gettempdir() + "/paystream-helm-config",
+               HELM_DATA_HOME=tempfile.gettempdir() + "/paystream-helm-data")
+    r = subprocess.run([helm_bin(), "template", "ps", str(CHART), "--set", "secret.adminKey=ak_short",
+                        "--kube-version", VERSIONS["KUBERNETES_VERSIONS"].split()[-1]],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    assert "at least 24 characters" in r.stderr, r.stderr
+    objs = render("--set", "secret.adminKey=ak_" + "0" * 21)
+    secret = next(o for o in objs if o["kind"] == "Secret")
+    assert secret["stringData"]["PAYSTREAM_ADMIN_KEY"] == "ak_" + "0" * 21
