@@ -61,6 +61,9 @@ void add_redis_options(CLI::App& c, DistConfig& d) {
   opt(c, "--session-ttl-s", d.session_ttl_s, "lifetime of a cached API-key session");
   opt(c, "--status-processing-ttl-s", d.status_processing_ttl_s, "lifetime of a cached processing payment");
   opt(c, "--status-terminal-ttl-s", d.status_terminal_ttl_s, "lifetime of a cached terminal payment");
+  opt(c, "--status-warm-per-merchant", d.status_warm_per_merchant,
+      "gateway start, before /readyz: newest terminal payments per merchant put in the status cache");
+  opt(c, "--status-warm-max", d.status_warm_max, "gateway start: payments put in the status cache in all (0: none)");
   opt(c, "--idempotency-in-flight-lease-ms", d.idempotency_in_flight_lease_ms,
       "a key held by a crashed gateway answers 409 at most this long");
 }
@@ -95,6 +98,10 @@ Result<void> DistConfig::validate(Needs needs) const {
   if (redis_pool_size < 1 || redis_pool_size > 256) return bad("redis_pool_size", "--redis-pool-size must be 1..256");
   if (idempotency_in_flight_lease_ms < 1000)
     return bad("idempotency_in_flight_lease_ms", "--idempotency-in-flight-lease-ms must be >= 1000");
+  if (status_warm_per_merchant < 1 || status_warm_per_merchant > 100)
+    return Error::invalid("config_invalid", "--status-warm-per-merchant must be 1..100", "status_warm_per_merchant");
+  if (status_warm_max < 0 || status_warm_max > 1000000)
+    return Error::invalid("config_invalid", "--status-warm-max must be 0..1000000", "status_warm_max");
   if (session_ttl_s < 1 || status_processing_ttl_s < 1 || status_terminal_ttl_s < 1)
     return bad("ttl", "cache TTLs must be >= 1 s");
   static const std::set<std::string> known = {"fraud", "processor", "ledger", "notifier"};

@@ -37,6 +37,8 @@ struct DistConfig {
   int64_t session_ttl_s = 3600;
   int64_t status_processing_ttl_s = 30;
   int64_t status_terminal_ttl_s = 300;   // bounds staleness if a write-through and its DEL both fail
+  int64_t status_warm_per_merchant = 20;  // gateway start: newest terminal payments cached per merchant
+  int64_t status_warm_max = 10000;        // ... and in all (0: no warm-up)
   int64_t idempotency_in_flight_lease_ms = 15000;  // a crashed gateway pins a key at most this long
   // Workers
   std::vector<std::string> stages;      // fraud, processor, ledger, notifier

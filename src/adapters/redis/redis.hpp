@@ -132,6 +132,11 @@ class RedisCachedPayments final : public PaymentQueries {
   RedisCachedPayments(PaymentQueries& inner, RedisClient& cache, std::chrono::seconds processing_ttl,
                       std::chrono::seconds terminal_ttl);
   void put(const std::vector<Payment>& changed);
+  // Before /readyz: fills the cache with the newest terminal payments of each merchant (at
+  // most per_merchant each, read through the store's newest-first index, max_total in all;
+  // entries already there and newer are kept). Returns how many were written; a Redis
+  // failure stops the warm-up (the cache is optional), a store failure is returned.
+  Result<size_t> warm(const std::vector<std::string>& merchant_ids, size_t per_merchant, size_t max_total);
   Result<std::optional<Payment>> get_payment(const std::string& merchant_id,
                                              const std::string& payment_id) override;
   Result<std::vector<Payment>> list_payments(const std::string& merchant_id,

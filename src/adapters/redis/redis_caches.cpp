@@ -1,6 +1,7 @@
 // Read-through caches on the LRU Redis target: API-key sessions and payment status.
 // A cache failure never fails a request: it is counted (RedisClient) and the wrapped
 // durable store answers. Hit/miss: paystream_cache_requests_total{namespace,result}.
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include <atomic>
@@ -193,6 +194,30 @@ void RedisCachedPayments::put(const std::vector<Payment>& changed) {
                                    r.error());
     }
   }
+}
+
+Result<size_t> RedisCachedPayments::warm(const std::vector<std::string>& merchant_ids, size_t per_merchant,
+                                         size_t max_total) {
+  size_t written = 0;
+  for (const auto& merchant_id : merchant_ids) {
+    if (written >= max_total) break;
+    Page page;
+    page.limit = int(std::clamp<size_t>(std::min(per_merchant, max_total - written), 1, 100));
+    auto newest = inner_.list_payments(merchant_id, std::nullopt, page);
+    if (!newest) return newest.error();
+    for (const auto& p : *newest) {
+      if (p.status == PaymentStatus::processing) continue;  // never served from the cache
+      auto r = payment_put_script().run(cache_, {payment_key(cache_, p.merchant_id, p.id)},
+                                        {std::to_string(p.updated_ms), encode_payload(EventPayload{p, std::nullopt}),
+                                         std::to_string(ms(terminal_ttl_)), "fill"});
+      if (!r) {
+        redis_detail::warn_throttled(cache_warned, "payment cache warm-up failed", cache_.options().name, r.error());
+        return written;
+      }
+      ++written;
+    }
+  }
+  return written;
 }
 
 Result<std::optional<Payment>> RedisCachedPayments::get_payment(const std::string& merchant_id,
