@@ -29,7 +29,7 @@ def test_new_gateway_warms_the_status_cache(dist, merchant):
     assert keys, "the payments were cached by the write-through"
     subprocess.run(["redis-cli", "-u", url, "unlink", *keys], capture_output=True, timeout=30, check=True)
 
-    g = dist.start_gateway("gateway-warm")
+    g = dist.start_gateway("gateway-extra-warm")
     try:
         assert any("payment-status cache warmed" in line for line in g.lines), g.tail()
         before = payment_cache_counts(g)
