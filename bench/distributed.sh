@@ -16,36 +16,14 @@ shift $(( $# < 4 ? $# : 4 ))
 [ "${1:-}" = "--" ] && shift
 B=${PAYSTREAM_BIN:-build/release/paystream}
 [ -x "$B" ] || { cmake --preset release >/dev/null && cmake --build --preset release --target paystream; }
-deploy/local/stack up >/dev/null  # idempotent: starts what is not running
-set -a; . <(deploy/local/stack env); set +a
-RUN=bench$(date +%s)
-export PAYSTREAM_TOPIC_PREFIX=$RUN. PAYSTREAM_POSTGRES_SCHEMA=$RUN PAYSTREAM_REDIS_PREFIX=$RUN:
-export PAYSTREAM_ADMIN_KEY=adm_${RUN}_local_bench_key PAYSTREAM_LOG_LEVEL=warn
-DIR=$(mktemp -d /tmp/ps-bench-dist-XXXX)
 PORT=${PORT:-18680}
 SIM_PORT=${SIM_PORT:-18690}
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true
-  psql "$PAYSTREAM_POSTGRES_URL" -X -q -c "DROP SCHEMA IF EXISTS $RUN CASCADE" >/dev/null 2>&1 || true
-  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$DIR"
-}
-trap cleanup EXIT
-$B migrate >/dev/null
-$B topics create --partitions 3 --replication-factor 1 >/dev/null
-$B acquirer-sim --listen 127.0.0.1:$SIM_PORT --data-dir "$DIR/sim" 2>"$DIR/sim.log" & pids+=($!)
-W="--velocity-max-per-source 1000000000 --velocity-max-per-merchant 1000000000"
-$B worker --stage fraud --metrics-listen 127.0.0.1:0 --instance-id $RUN-f $W 2>"$DIR/fraud.log" & pids+=($!)
-$B worker --stage processor --metrics-listen 127.0.0.1:0 --instance-id $RUN-p \
-  --acquirer-url http://127.0.0.1:$SIM_PORT 2>"$DIR/proc.log" & pids+=($!)
-$B worker --stage ledger --metrics-listen 127.0.0.1:0 --instance-id $RUN-l 2>"$DIR/ledger.log" & pids+=($!)
-$B worker --stage notifier --metrics-listen 127.0.0.1:0 --instance-id $RUN-n 2>"$DIR/notifier.log" & pids+=($!)
-gws=()
-for i in 1 2; do
-  $B gateway --listen 127.0.0.1:$PORT --reuse-port 2>"$DIR/gw$i.log" & pids+=($!); gws+=($!)
-done
-for _ in $(seq 1 150); do curl -sf 127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.2; done
-sleep 3  # consumer groups join
+. bench/dist_roles.sh
+dist_setup bench
+for s in fraud processor ledger notifier; do dist_worker "$s" 127.0.0.1:0; done
+n_workers=${#pids[@]}
+dist_gateways "$PORT"
+gws=("${pids[@]:$n_workers}")
 echo "distributed: run $RUN, gateways ${gws[*]} on 127.0.0.1:$PORT, logs in $DIR" >&2
 args=(--url "http://127.0.0.1:$PORT" --admin-key "$PAYSTREAM_ADMIN_KEY" --rate "$RATE" --duration-s "$DURATION"
       --connections "$CONNS")

@@ -14,42 +14,18 @@ STAGE=${1:?stage}; RATE=${2:?rate}; DURATION=${3:?duration}; OUT=${4:-}
 case $STAGE in fraud|processor|ledger|notifier) ;; *) echo "stage: fraud|processor|ledger|notifier" >&2; exit 2;; esac
 B=${PAYSTREAM_BIN:-build/release/paystream}
 [ -x "$B" ] || { cmake --preset release >/dev/null && cmake --build --preset release --target paystream; }
-deploy/local/stack up >/dev/null
-set -a; . <(deploy/local/stack env); set +a
-RUN=drain$(date +%s)
-export PAYSTREAM_TOPIC_PREFIX=$RUN. PAYSTREAM_POSTGRES_SCHEMA=$RUN PAYSTREAM_REDIS_PREFIX=$RUN:
-export PAYSTREAM_ADMIN_KEY=adm_${RUN}_local_bench_key PAYSTREAM_LOG_LEVEL=warn
-DIR=$(mktemp -d /tmp/ps-bench-drain-XXXX)
 PORT=${PORT:-18780}; SIM_PORT=${SIM_PORT:-18790}; METRICS_PORT=${METRICS_PORT:-18791}
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true
-  psql "$PAYSTREAM_POSTGRES_URL" -X -q -c "DROP SCHEMA IF EXISTS $RUN CASCADE" >/dev/null 2>&1 || true
-  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$DIR"
-}
-trap cleanup EXIT
-$B migrate >/dev/null
-$B topics create --partitions 3 --replication-factor 1 >/dev/null
-$B acquirer-sim --listen 127.0.0.1:$SIM_PORT --data-dir "$DIR/sim" 2>"$DIR/sim.log" & pids+=($!)
-W="--velocity-max-per-source 1000000000 --velocity-max-per-merchant 1000000000"
-worker() {  # worker STAGE METRICS_LISTEN
-  local extra=""
-  [ "$1" = processor ] && extra="--acquirer-url http://127.0.0.1:$SIM_PORT"
-  # shellcheck disable=SC2086
-  $B worker --stage "$1" --metrics-listen "$2" --instance-id "$RUN-$1" $W $extra 2>"$DIR/$1.log" &
-  pids+=($!)
-}
-for s in fraud processor ledger notifier; do [ "$s" = "$STAGE" ] || worker "$s" 127.0.0.1:0; done
-for i in 1 2; do $B gateway --listen 127.0.0.1:$PORT --reuse-port 2>"$DIR/gw$i.log" & pids+=($!); done
-for _ in $(seq 1 150); do curl -sf 127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.2; done
-sleep 3
+. bench/dist_roles.sh
+dist_setup drain
+for s in fraud processor ledger notifier; do [ "$s" = "$STAGE" ] || dist_worker "$s" 127.0.0.1:0; done
+dist_gateways "$PORT"
 echo "drain: run $RUN, building a backlog for $STAGE: $RATE/s for $DURATION s" >&2
 args=(--url "http://127.0.0.1:$PORT" --admin-key "$PAYSTREAM_ADMIN_KEY" --rate "$RATE" --duration-s "$DURATION"
       --connections 200 --settle-timeout-s 900)
 [ -n "$OUT" ] && args+=(--out "$OUT")
 $B bench "${args[@]}" >"$DIR/bench.out" 2>"$DIR/bench.err" & bench_pid=$!
 sleep "$DURATION"; sleep 5  # the send phase is over; upstream stages finish their part
-worker "$STAGE" 127.0.0.1:$METRICS_PORT
+dist_worker "$STAGE" 127.0.0.1:$METRICS_PORT
 metric() {  # metric() NAME [LABEL_MATCH]: sum of its samples on the stage worker (0 if none yet)
   curl -sf "127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
     awk -v m="$1" -v l="${2:-}" 'index($0, m) == 1 && (substr($0, length(m) + 1, 1) == "{" || substr($0, length(m) + 1, 1) == " ") && index($0, l) { s += $NF } END { printf "%.0f\n", s + 0 }'

@@ -971,11 +971,11 @@ void Api::Impl::respond_merchant_created(const Merchant& m, const std::string& a
 Api::Api(ApiDeps deps, ApiConfig config) : impl_(std::make_unique<Impl>(deps, std::move(config))) {}
 Api::~Api() = default;
 
-Result<void> Api::warm() {
+Result<std::vector<Merchant>> Api::warm() {
   auto all = impl_->d.merchants.all_merchants();
   if (!all) return all.error();
   for (const auto& m : all.value()) impl_->remember(m);
-  return ok();
+  return all;
 }
 
 void Api::handle(HttpRequest req, Respond respond) {

@@ -85,7 +85,9 @@ class Api {
   Api(const Api&) = delete;
   Api& operator=(const Api&) = delete;
 
-  Result<void> warm();                       // loads the auth cache from MerchantStore::all_merchants
+  // Loads the auth cache from MerchantStore::all_merchants; returns those merchants (the
+  // gateway warms the payment-status cache for them).
+  Result<std::vector<Merchant>> warm();
   void handle(HttpRequest req, Respond respond);
   void set_ready(bool ready);
   void set_draining(bool draining);          // /v1 requests answer 503 "draining"; /readyz 503;

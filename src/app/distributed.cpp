@@ -121,14 +121,13 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
   Api api(ApiDeps{**store, payments, merchants, **store, **store, **store, idempotency, rate_limiter, clock,
                   nullptr, &system_resolver()},
           api_config(cfg, admin_env));
-  if (auto w = api.warm(); !w) return startup_error("cannot warm caches", w.error());  // before /readyz
+  auto warmed_merchants = api.warm();  // the session cache, before /readyz
+  if (!warmed_merchants) return startup_error("cannot warm caches", warmed_merchants.error());
   // The payment-status cache too: the newest terminal payments of every merchant (a new
   // gateway after a cache restart would otherwise send every status poll to PostgreSQL).
-  if (auto all = (*store)->all_merchants(); !all) {
-    return startup_error("cannot warm caches", all.error());
-  } else {
+  {
     std::vector<std::string> ids;
-    for (const auto& m : *all) ids.push_back(m.id);
+    for (const auto& m : *warmed_merchants) ids.push_back(m.id);
     auto warmed = payments.warm(ids, size_t(d.status_warm_per_merchant), size_t(d.status_warm_max));
     if (!warmed) return startup_error("cannot warm the payment-status cache", warmed.error());
     log::info("payment-status cache warmed", {{"payments", std::to_string(*warmed)}, {"merchants", std::to_string(ids.size())}});

@@ -60,11 +60,15 @@ def helm_bin():
     pytest.fail("helm not found (PAYSTREAM_HELM, build/tools/helm or PATH): run scripts/install-deps.sh")
 
 
-def helm(*args):
+def helm_run(*args) -> subprocess.CompletedProcess:
     env = dict(os.environ, HELM_CACHE_HOME=tempfile.gettempdir() + "/paystream-helm-cache",
                HELM_CONFIG_HOME=tempfile.gettempdir() + "/paystream-helm-config",
                HELM_DATA_HOME=tempfile.gettempdir() + "/paystream-helm-data")
-    r = subprocess.run([helm_bin(), *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([helm_bin(), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def helm(*args):
+    r = helm_run(*args)
     assert r.returncode == 0, f"helm {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
@@ -447,12 +451,8 @@ def test_topic_prefix_reaches_groups_and_topics(mode):
 
 def test_short_admin_key_fails_the_render():
     """The gateways refuse an admin key under 24 characters; the chart says so at render time."""
-    env = dict(os.environ, HELM_CACHE_HOME=tempfile.gettempdir() + "/paystream-helm-cache",
-               HELM_CONFIG_HOME=tempfile.gettempdir() + "/paystream-helm-config",
-               HELM_DATA_HOME=tempfile.gettempdir() + "/paystream-helm-data")
-    r = subprocess.run([helm_bin(), "template", "ps", str(CHART), "--set", "secret.adminKey=ak_short",
-                        "--kube-version", VERSIONS["KUBERNETES_VERSIONS"].split()[-1]],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = helm_run("template", "ps", str(CHART), "--set", "secret.adminKey=ak_short",
+                 "--kube-version", VERSIONS["KUBERNETES_VERSIONS"].split()[-1])
     assert r.returncode != 0
     assert "at least 24 characters" in r.stderr, r.stderr
     objs = render("--set", "secret.adminKey=ak_" + "0" * 21)

@@ -2,13 +2,12 @@
 
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <mutex>
-#include <thread>
 
 #include "adapters/postgres/pg_conn.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
+#include "common/periodic.hpp"
 
 namespace ps {
 namespace {
@@ -40,43 +39,22 @@ metrics::Gauge& lock_wait_max() {
 
 struct PgActivityMonitor::Impl {
   pg::ConnOptions opts;
-  std::chrono::milliseconds interval;
   std::unique_ptr<pg::Conn> conn;
   std::mutex sample_mu;  // sample_once may be called by a test beside the thread
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stopping = false;
   std::atomic<int64_t> failures{0};
-  std::thread thread;
+  std::unique_ptr<Periodic> thread;  // last: stopped first
 };
 
 PgActivityMonitor::PgActivityMonitor(std::string url, std::chrono::milliseconds interval)
     : impl_(std::make_unique<Impl>()) {
   impl_->opts.url = std::move(url);
   impl_->opts.statement_timeout_ms = 2000;
-  impl_->interval = std::max(interval, std::chrono::milliseconds(10));
   for (const char* t : kWaitTypes) waiting(t).set(0);  // every series exists from the start
   lock_wait_max().set(0);
-  impl_->thread = std::thread([this] {
-    Impl& im = *impl_;
-    std::unique_lock lk(im.mu);
-    while (!im.stopping) {
-      lk.unlock();
-      sample_once();
-      lk.lock();
-      im.cv.wait_for(lk, im.interval, [&] { return im.stopping; });
-    }
-  });
+  impl_->thread = std::make_unique<Periodic>(interval, [this] { sample_once(); });
 }
 
-PgActivityMonitor::~PgActivityMonitor() {
-  {
-    std::lock_guard lk(impl_->mu);
-    impl_->stopping = true;
-  }
-  impl_->cv.notify_all();
-  if (impl_->thread.joinable()) impl_->thread.join();
-}
+PgActivityMonitor::~PgActivityMonitor() { impl_->thread.reset(); }
 
 bool PgActivityMonitor::sample_once() {
   Impl& im = *impl_;

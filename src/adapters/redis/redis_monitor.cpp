@@ -6,14 +6,13 @@
 // work across restarts of either side. On the noeviction target it stays 0 (a full
 // instance refuses writes instead, counted as errors); on the LRU cache target it shows
 // how hard the cache is being squeezed.
-#include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <thread>
 
 #include "adapters/redis/redis.hpp"
 #include "adapters/redis/redis_internal.hpp"
 #include "common/metrics.hpp"
+#include "common/periodic.hpp"
 
 namespace ps {
 namespace {
@@ -47,12 +46,8 @@ metrics::Counter& evictions_counter(const std::string& target) {
 struct RedisEvictionsMonitor::Impl {
   std::vector<RedisClient*> clients;
   std::vector<std::optional<double>> last;  // evicted_keys at the previous sample, per client
-  std::chrono::milliseconds interval;
   std::mutex sample_mu;  // refresh_once may be called by a test beside the thread
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stopping = false;
-  std::thread thread;
+  std::unique_ptr<Periodic> thread;  // last: stopped first
 };
 
 RedisEvictionsMonitor::RedisEvictionsMonitor(std::vector<RedisClient*> clients, std::chrono::milliseconds interval)
@@ -60,27 +55,10 @@ RedisEvictionsMonitor::RedisEvictionsMonitor(std::vector<RedisClient*> clients, 
   impl_->clients = std::move(clients);
   impl_->last.resize(impl_->clients.size());
   for (RedisClient* c : impl_->clients) evictions_counter(c->options().name);  // the series exists at 0
-  impl_->interval = std::max(interval, std::chrono::milliseconds(10));
-  impl_->thread = std::thread([this] {
-    Impl& im = *impl_;
-    std::unique_lock lk(im.mu);
-    while (!im.stopping) {
-      lk.unlock();
-      refresh_once();
-      lk.lock();
-      im.cv.wait_for(lk, im.interval, [&] { return im.stopping; });
-    }
-  });
+  impl_->thread = std::make_unique<Periodic>(interval, [this] { refresh_once(); });
 }
 
-RedisEvictionsMonitor::~RedisEvictionsMonitor() {
-  {
-    std::lock_guard lk(impl_->mu);
-    impl_->stopping = true;
-  }
-  impl_->cv.notify_all();
-  if (impl_->thread.joinable()) impl_->thread.join();
-}
+RedisEvictionsMonitor::~RedisEvictionsMonitor() { impl_->thread.reset(); }
 
 void RedisEvictionsMonitor::refresh_once() {
   std::lock_guard l(impl_->sample_mu);

@@ -790,12 +790,7 @@ TEST(ApiAuth, UnknownKeyBudgetIsPerClientAddress) {
   other.created_ms = 1;
   ASSERT_TRUE(h.s.create_merchant(other).ok());
   auto from = [&](const std::string& peer, const std::string& key) {
-    HttpRequest r = Harness::make("GET", "/v1/balance", "", Harness::auth(key));
-    r.peer = peer;
-    auto p = std::make_shared<std::promise<HttpResponse>>();
-    auto f = p->get_future();
-    h.api->handle(std::move(r), [p](HttpResponse x) { p->set_value(std::move(x)); });
-    return f.get();
+    return h.call("GET", "/v1/balance", "", Harness::auth(key), peer);
   };
   for (int i = 0; i < 3; ++i) EXPECT_EQ(from("10.0.0.1", "sk_bogus_" + std::to_string(i)).status, 401);
   for (int i = 3; i < 20; ++i) EXPECT_EQ(from("10.0.0.1", "sk_bogus_" + std::to_string(i)).status, 429) << i;
@@ -818,13 +813,8 @@ TEST(ApiAuth, WrongAdminKeysAreThrottledPerClientAddress) {
   auto& throttled = metrics::registry().counter("paystream_admin_auth_failures_total", "", {{"outcome", "throttled"}});
   const double refused0 = refused.value(), throttled0 = throttled.value();
   auto admin = [&](const std::string& peer, const std::string& key) {
-    HttpRequest r = Harness::make("POST", "/v1/merchants", R"({"name":"n"})",
-                                  {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}});
-    r.peer = peer;
-    auto p = std::make_shared<std::promise<HttpResponse>>();
-    auto f = p->get_future();
-    h.api->handle(std::move(r), [p](HttpResponse x) { p->set_value(std::move(x)); });
-    return f.get();
+    return h.call("POST", "/v1/merchants", R"({"name":"n"})",
+                  {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}}, peer);
   };
   for (int i = 0; i < 3; ++i) EXPECT_EQ(admin("10.0.0.9", "guess-" + std::to_string(i)).status, 401);
   auto r = admin("10.0.0.9", "guess-3");

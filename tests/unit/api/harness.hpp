@@ -80,16 +80,20 @@ struct Harness {
     r.body = body;
     return r;
   }
+  // `peer`: the client address the request comes from (HttpRequest::peer).
   std::future<HttpResponse> call_async(const std::string& method, const std::string& target,
-                                       const std::string& body = "", const Headers& headers = {}) {
+                                       const std::string& body = "", const Headers& headers = {},
+                                       const std::string& peer = "") {
     auto p = std::make_shared<std::promise<HttpResponse>>();
     auto f = p->get_future();
-    api->handle(make(method, target, body, headers), [p](HttpResponse r) { p->set_value(std::move(r)); });
+    HttpRequest r = make(method, target, body, headers);
+    r.peer = peer;
+    api->handle(std::move(r), [p](HttpResponse x) { p->set_value(std::move(x)); });
     return f;
   }
   HttpResponse call(const std::string& method, const std::string& target, const std::string& body = "",
-                    const Headers& headers = {}) {
-    auto f = call_async(method, target, body, headers);
+                    const Headers& headers = {}, const std::string& peer = "") {
+    auto f = call_async(method, target, body, headers, peer);
     if (f.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
       ADD_FAILURE() << "no answer for " << method << " " << target;
       return HttpResponse{0, {}, "{}"};
