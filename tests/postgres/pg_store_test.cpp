@@ -1008,7 +1008,13 @@ TEST_F(PgStoreTest, DeadlockedTransactionsAreRunAgain) {
   o.url = pg_test::with_app_name(url, app);
   store = open(o);
   ASSERT_TRUE(store);
-  auto lock_waiters = [&] { return backends(app, " AND wait_event_type = 'Lock'"); };
+  // Waits for a row or key another transaction holds (wait_event 'transactionid'), not any
+  // Lock: refunds first take a per-merchant advisory lock, which a test in another schema
+  // running at the same time may hold for the same merchant id (advisory locks are
+  // database-wide); a wait for it is not the wait this test sets up.
+  auto lock_waiters = [&] {
+    return backends(app, " AND wait_event_type = 'Lock' AND wait_event = 'transactionid'");
+  };
   Payment a = settled("mer_1", "pa", 1000);
 
   // Intake: the refund locks payment a, then waits for the idempotency key we inserted;
