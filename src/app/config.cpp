@@ -147,6 +147,11 @@ void add_serve_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--store-max-batch", s.store_max_batch, "most writes in one group commit");
   opt(c, "--store-max-queue", s.store_max_queue,
       "writes waiting for the store before new payments get 503 store_overloaded + Retry-After (bounds queueing delay under overload)");
+  c.add_option("--intake-log", s.intake_log,
+               "on|off: acknowledge payments from an append-only, group-committed segment log (fsync'd before "
+               "the 202) and project them into the store off the request path")
+      ->envname("PAYSTREAM_INTAKE_LOG")->transform(CLI::IsMember({"on", "off", "true", "false", "1", "0"}))
+      ->capture_default_str();
   opt(c, "--max-backlog-records", s.max_backlog_records,
       "records the settling stages (fraud, processor, ledger) have yet to consume before new payments and "
       "refunds get 503 store_overloaded + Retry-After (bounds accepted -> terminal under overload); 0 = off");

@@ -13,6 +13,7 @@
 #include "adapters/memory/rate_limiter.hpp"
 #include "adapters/memory/velocity_counter.hpp"
 #include "adapters/sim/acquirer_simulator.hpp"
+#include "adapters/embedded/logged_intake.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "api/api.hpp"
 #include "app/commands.hpp"
@@ -73,6 +74,23 @@ int run_serve(const ServeConfig& cfg) {
     return 1;
   }
   std::unique_ptr<SqliteStore> store = std::move(opened.value());
+  wal::PosixLogFs log_fs;
+  std::unique_ptr<LoggedIntake> logged;
+  std::unique_ptr<LoggedQueries> logged_queries;
+  if (cfg.intake_log) {
+    LoggedIntakeOptions lo;
+    lo.log.dir = (fs::path(cfg.data_dir) / "intake-log").string();
+    lo.log.sync = cfg.fsync;
+    auto l = LoggedIntake::open(lo, log_fs, *store, clock);
+    if (!l) {
+      log::error("cannot open the intake log", {{"dir", lo.log.dir}, {"error", l.error().message}});
+      return 1;
+    }
+    logged = std::move(l.value());
+    logged_queries = std::make_unique<LoggedQueries>(*logged, *store);
+  }
+  IntakeStore& intake = logged ? static_cast<IntakeStore&>(*logged) : *store;
+  PaymentQueries& payment_queries = logged_queries ? static_cast<PaymentQueries&>(*logged_queries) : *store;
 
   AcquirerSimOptions sim_opts;
   sim_opts.db_path = (fs::path(cfg.data_dir) / "acquirer-sim.db").string();
@@ -119,7 +137,12 @@ int run_serve(const ServeConfig& cfg) {
   ApiConfig acfg = api_config(cfg, admin_key);
   acfg.max_backlog_records = uint64_t(cfg.max_backlog_records);
   acfg.max_backlog_age_ms = cfg.max_backlog_age_ms;
-  Api api(ApiDeps{*store, *store, *store, *store, *store, *store, idempotency, rate_limiter, clock, &backlog,
+  const BacklogProbe* backlog_probe = &backlog;
+  if (logged) {
+    logged->set_inner_backlog(&backlog);
+    backlog_probe = logged.get();
+  }
+  Api api(ApiDeps{intake, payment_queries, *store, *store, *store, *store, idempotency, rate_limiter, clock, backlog_probe,
                   &system_resolver()},
           std::move(acfg));
   if (auto w = api.warm(); !w) {
@@ -153,6 +176,8 @@ int run_serve(const ServeConfig& cfg) {
   for (auto& r : runners) r->stop();
   dispatcher.stop();
   server.stop();
+  logged_queries.reset();
+  logged.reset();
   store.reset();
   log::info("stopped");
   return 0;

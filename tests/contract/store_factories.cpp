@@ -1,5 +1,7 @@
 // The adapters the store/event-log contract suites run against:
 // * Sqlite — the embedded shape (one SQLite file is log and store).
+// * SqliteIntakeLog — the same store with payments acknowledged from the segment log and
+//   projected into it (serve --intake-log): LoggedIntake and LoggedQueries in front.
 // * Distributed — PgStore (PostgreSQL) as the durable store and position sink,
 //   KafkaPublisher for intake events and outbox, KafkaStageLog as the log (database
 //   groups ledger, notifier and the suites' test-ledger), dead letters read from tx.dlq
@@ -11,6 +13,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "adapters/embedded/logged_intake.hpp"
 #include "adapters/kafka/kafka.hpp"
 #include "adapters/postgres/pg_store.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
@@ -63,6 +66,85 @@ class SqliteHarness final : public StoreHarness {
   }
   std::filesystem::path dir_;
   std::unique_ptr<SqliteStore> store_;
+};
+
+// The stages read tx.initiated from the store, where an intake-log payment lands once it
+// is projected (milliseconds later), so a stage only ever commits outcomes of projected
+// payments. The suites poll, and commit outcomes without polling (settled_payment), right
+// after an accept: this log waits for the projection of everything acknowledged first.
+class ProjectedStageLog final : public StageLog {
+ public:
+  ProjectedStageLog(LoggedIntake& intake, StageLog& inner) : intake_(intake), inner_(inner) {}
+  Result<std::vector<Record>> poll(const std::string& group, const std::vector<std::string>& topics, size_t max,
+                                   std::chrono::milliseconds wait) override {
+    if (auto w = intake_.await_projection(); !w) return w.error();
+    return inner_.poll(group, topics, max, wait);
+  }
+  Result<void> commit(const std::string& group, const std::vector<Record>& consumed, Effects effects) override {
+    if (auto w = intake_.await_projection(); !w) return w.error();
+    return inner_.commit(group, consumed, std::move(effects));
+  }
+
+ private:
+  LoggedIntake& intake_;
+  StageLog& inner_;
+};
+
+class SqliteIntakeLogHarness final : public StoreHarness {
+ public:
+  SqliteIntakeLogHarness() : dir_(make_temp_dir()) { open(); }
+  ~SqliteIntakeLogHarness() override {
+    close();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  StageLog& log() override { return *log_; }
+  DeadLetterStore& dead_letters() override { return *store_; }
+  IntakeStore& intake() override { return *intake_; }
+  PaymentQueries& queries() override { return *queries_; }
+  MerchantStore& merchants() override { return *store_; }
+  EndpointStore& endpoints() override { return *store_; }
+  EventQueries& events() override { return *store_; }
+  DeliveryStore& deliveries() override { return *store_; }
+  void reopen() override {
+    close();
+    open();
+  }
+  int64_t count_events(const std::string& topic) override {
+    if (auto w = intake_->await_projection(); !w) throw std::runtime_error(w.error().message);
+    auto r = store_->count_events(topic);
+    if (!r) throw std::runtime_error(r.error().message);
+    return *r;
+  }
+
+ private:
+  void open() {
+    SqliteOptions o;
+    o.path = (dir_ / "paystream.db").string();
+    auto r = SqliteStore::open(o, clock);
+    if (!r) throw std::runtime_error("open failed: " + r.error().message);
+    store_ = std::move(r.value());
+    LoggedIntakeOptions lo;
+    lo.log.dir = (dir_ / "log").string();
+    lo.log.segment_bytes = 1u << 20;
+    auto l = LoggedIntake::open(lo, fs_, *store_, clock);
+    if (!l) throw std::runtime_error("intake log open failed: " + l.error().message);
+    intake_ = std::move(l.value());
+    queries_ = std::make_unique<LoggedQueries>(*intake_, *store_);
+    log_ = std::make_unique<ProjectedStageLog>(*intake_, *store_);
+  }
+  void close() {
+    log_.reset();
+    queries_.reset();
+    intake_.reset();
+    store_.reset();
+  }
+  std::filesystem::path dir_;
+  wal::PosixLogFs fs_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<LoggedIntake> intake_;
+  std::unique_ptr<LoggedQueries> queries_;
+  std::unique_ptr<ProjectedStageLog> log_;
 };
 
 // Kafka makes a record visible to a consumer a fetch round after the broker acknowledged
@@ -267,6 +349,7 @@ class DistributedHarness final : public StoreHarness {
 
 std::vector<HarnessFactory> store_factories() {
   return {HarnessFactory{"Sqlite", [] { return std::unique_ptr<StoreHarness>(new SqliteHarness()); }},
+          HarnessFactory{"SqliteIntakeLog", [] { return std::unique_ptr<StoreHarness>(new SqliteIntakeLogHarness()); }},
           HarnessFactory{"Distributed", [] { return std::unique_ptr<StoreHarness>(new DistributedHarness()); }}};
 }
 

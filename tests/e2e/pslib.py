@@ -34,6 +34,12 @@ def binary_path() -> str:
     return p
 
 
+def suite_serve_flags() -> list[str]:
+    """Flags every `paystream serve` of the suite gets after its own (the test runner's
+    PAYSTREAM_E2E_SERVE_FLAGS, e.g. "--intake-log on": the same suite against that engine)."""
+    return os.environ.get("PAYSTREAM_E2E_SERVE_FLAGS", "").split()
+
+
 def wait_until(pred: Callable[[], Any], timeout_s: float, interval_s: float = 0.05,
                what: str = "condition") -> Any:
     """Polls pred() until it returns a truthy value; returns it. Fails after timeout_s."""
@@ -104,7 +110,8 @@ class Server:
         self.port = None
         self._listening.clear()
         self.log_path = os.path.join(self.log_dir, f"server-{self.starts}.log")
-        cmd = [binp, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.flags]
+        cmd = [binp, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.flags,
+               *suite_serve_flags()]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=self.child_env())
         self._reader = threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True)

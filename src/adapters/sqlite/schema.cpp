@@ -181,6 +181,15 @@ INSERT INTO refund_reservations(merchant_id, currency, amount_minor)
   SELECT merchant_id, currency, SUM(amount_minor) FROM refunds WHERE status = 'processing'
   GROUP BY merchant_id, currency;
 )SQL",
+    // 3: the log position the projection of the intake log has reached (written in the
+    // same transaction as the rows it projected; 0 = nothing projected, or no log).
+    R"SQL(
+CREATE TABLE log_projection(
+  id INTEGER PRIMARY KEY CHECK(id = 1),
+  lsn INTEGER NOT NULL
+);
+INSERT INTO log_projection(id, lsn) VALUES(1, 0);
+)SQL",
 };
 
 }  // namespace

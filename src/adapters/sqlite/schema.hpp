@@ -8,7 +8,7 @@
 
 namespace ps::sqlite {
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 Result<void> migrate(Db& db);
 
 }  // namespace ps::sqlite

@@ -24,7 +24,6 @@ void SqliteIntake::accept_payment(AcceptPayment cmd, AcceptCallback cb) {
   const int64_t now = core_.clock().now_ms();
   Job job;
   job.body = [c, out, now](Db& db, JobCtx& ctx) -> Result<void> {
-    const Payment& p = c->payment;
     auto existing = read_idempotency(db, c->record.merchant_id, c->record.key);
     if (!existing) return existing.error();
     if (*existing) {
@@ -32,31 +31,7 @@ void SqliteIntake::accept_payment(AcceptPayment cmd, AcceptCallback cb) {
       out->record = std::move(**existing);
       return {};
     }
-    int64_t seq = 0;
-    {
-      PS_QUERY(q, db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM payments");
-      auto s = scalar_i64(q);
-      if (!s) return s.error();
-      seq = *s;
-    }
-    {
-      PS_QUERY(q, db,
-               "INSERT INTO payments(id, seq, merchant_id, idempotency_key, amount_minor, currency, source, "
-               "description, metadata, status, failure_code, amount_refunded_minor, created_ms, updated_ms) "
-               "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
-      q.bind_all(p.id, seq, p.merchant_id, p.idempotency_key, p.amount_minor, p.currency, p.source,
-                 p.description, metadata_to_json(p.metadata), to_string(p.status), p.failure_code,
-                 p.amount_refunded_minor, p.created_ms, p.updated_ms);
-      auto r = q.exec();
-      if (!r) {
-        if (sqlite::is_constraint(r.error()))
-          return Error::conflict("payment_exists", "payment " + p.id + " cannot be stored: " + r.error().message);
-        return r.error();
-      }
-    }
-    auto ins = append_event(db, topic_for(c->initiated.type), c->initiated, 0, now, ctx);
-    if (!ins) return ins.error();
-    PS_TRY(insert_idempotency(db, c->record));
+    PS_TRY(store_new_payment(db, *c, now, ctx));
     out->created = true;
     out->record = c->record;
     return {};

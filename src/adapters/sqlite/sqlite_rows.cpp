@@ -278,4 +278,33 @@ Result<std::vector<WebhookEndpoint>> live_endpoints(Db& db, const std::string& m
   return out;
 }
 
+Result<void> store_new_payment(Db& db, const AcceptPayment& c, int64_t now_ms, JobCtx& ctx) {
+  const Payment& p = c.payment;
+  int64_t seq = 0;
+  {
+    PS_QUERY(q, db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM payments");
+    auto s = scalar_i64(q);
+    if (!s) return s.error();
+    seq = *s;
+  }
+  {
+    PS_QUERY(q, db,
+             "INSERT INTO payments(id, seq, merchant_id, idempotency_key, amount_minor, currency, source, "
+             "description, metadata, status, failure_code, amount_refunded_minor, created_ms, updated_ms) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+    q.bind_all(p.id, seq, p.merchant_id, p.idempotency_key, p.amount_minor, p.currency, p.source,
+               p.description, metadata_to_json(p.metadata), to_string(p.status), p.failure_code,
+               p.amount_refunded_minor, p.created_ms, p.updated_ms);
+    auto r = q.exec();
+    if (!r) {
+      if (is_constraint(r.error()))
+        return Error::conflict("payment_exists", "payment " + p.id + " cannot be stored: " + r.error().message);
+      return r.error();
+    }
+  }
+  auto ins = append_event(db, topic_for(c.initiated.type), c.initiated, 0, now_ms, ctx);
+  if (!ins) return ins.error();
+  return insert_idempotency(db, c.record);
+}
+
 }  // namespace ps::sqlite

@@ -78,6 +78,10 @@ Result<void> reserve_refund(Db& db, const std::string& payment_id, const std::st
 Result<std::optional<IdempotencyRecord>> read_idempotency(Db& db, const std::string& merchant_id,
                                                           const std::string& key);
 Result<void> insert_idempotency(Db& db, const IdempotencyRecord& r);
+// Stores a new payment, its payment.initiated event and its idempotency record (the key
+// is known to be new: a duplicate fails with conflict "payment_exists"). Both intake
+// paths call it: the per-request job (SqliteIntake) and the log projection.
+Result<void> store_new_payment(Db& db, const AcceptPayment& c, int64_t now_ms, JobCtx& ctx);
 Result<int64_t> scalar_i64(Query& q);
 Result<void> upsert_delivery_if_failed(Db& db, const WebhookDelivery& d);
 // A page size within 1 .. kMaxListRows.

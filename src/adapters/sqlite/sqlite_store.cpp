@@ -13,7 +13,8 @@ SqliteStore::SqliteStore(std::unique_ptr<sqlite::Core> c)
       SqliteStageLog(*core),
       SqliteIntake(*core),
       SqliteQueries(*core),
-      SqliteDeliveries(*core) {}
+      SqliteDeliveries(*core),
+      projection_(*core) {}
 
 SqliteStore::~SqliteStore() = default;
 

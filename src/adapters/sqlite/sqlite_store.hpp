@@ -5,6 +5,7 @@
 //   SqliteIntake     (sqlite_intake.hpp)     IntakeStore
 //   SqliteQueries    (sqlite_queries.hpp)    PaymentQueries, MerchantStore, EndpointStore, EventQueries
 //   SqliteDeliveries (sqlite_deliveries.hpp) DeliveryStore
+//   SqliteProjection (sqlite_projection.hpp) where the intake log lands (projection())
 // Row decoders and write helpers they share: sqlite_rows.hpp (internal).
 //
 // Writes: one writer thread owns the write connection and group-commits. Every write is
@@ -52,6 +53,7 @@
 #include "adapters/sqlite/sqlite_core.hpp"
 #include "adapters/sqlite/sqlite_deliveries.hpp"
 #include "adapters/sqlite/sqlite_intake.hpp"
+#include "adapters/sqlite/sqlite_projection.hpp"
 #include "adapters/sqlite/sqlite_queries.hpp"
 #include "adapters/sqlite/sqlite_stage_log.hpp"
 
@@ -84,9 +86,12 @@ class SqliteStore final : private detail::SqliteCoreHolder,
   // position committed on its tracked topics, after loading the records already waiting.
   // Call before traffic starts.
   Result<void> attach_backlog(PipelineBacklog& backlog);
+  // The rows of the intake log (--intake-log): see sqlite_projection.hpp.
+  SqliteProjection& projection() { return projection_; }
 
  private:
   explicit SqliteStore(std::unique_ptr<sqlite::Core> core);
+  SqliteProjection projection_;
 };
 
 }  // namespace ps
