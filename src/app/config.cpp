@@ -147,10 +147,11 @@ void add_serve_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--store-max-batch", s.store_max_batch, "most writes in one group commit");
   opt(c, "--store-max-queue", s.store_max_queue,
       "writes waiting for the store before new payments get 503 store_overloaded + Retry-After (bounds queueing delay under overload)");
-  c.add_option("--intake-log", s.intake_log,
-               "on|off: acknowledge payments from an append-only, group-committed segment log (fsync'd before "
-               "the 202) and project them into the store off the request path")
-      ->envname("PAYSTREAM_INTAKE_LOG")->transform(CLI::IsMember({"on", "off", "true", "false", "1", "0"}))
+  c.add_option("--engine", s.engine,
+               "sqlite|log: log = every write is one record in an append-only, group-committed segment log "
+               "(fsync'd before it is answered), the stages exchange records in memory, and SQLite is "
+               "projected off the request path")
+      ->envname("PAYSTREAM_ENGINE")->transform(CLI::IsMember({"sqlite", "log"}))
       ->capture_default_str();
   opt(c, "--max-backlog-records", s.max_backlog_records,
       "records the settling stages (fraud, processor, ledger) have yet to consume before new payments and "

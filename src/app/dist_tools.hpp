@@ -13,12 +13,6 @@ namespace ps::app {
 // tx.dlq (Kafka) with replay marks in PostgreSQL, for `paystream dlq` in the distributed shape.
 Result<std::unique_ptr<DeadLetterStore>> open_distributed_dead_letters(const DistConfig& d);
 
-// A dead letter made by the webhook dispatcher (a delivery that gave up): its event is
-// the merchant event with the webhook body as data, not a pipeline event.
-inline bool is_webhook_dead_letter(const DeadLetter& d) {
-  return d.original.event.source == "/paystream/notifier";
-}
-
 // DeadLetterStore::replay_dead_letter of the distributed shape (inline so that the
 // contract tests run this very code without linking the app). A letter is replayed once:
 // the mark in PostgreSQL is taken first and given back if the replay itself failed.

@@ -3,7 +3,10 @@
 // replayed event is picked up by the running stages) or in the distributed shape (tx.dlq
 // in Kafka; a letter's position there is partition * 10^12 + offset).
 #include <boost/json.hpp>
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <iostream>
 
 #include "adapters/sqlite/sqlite_store.hpp"
@@ -69,6 +72,36 @@ int run_dlq_replay(DeadLetterStore& store, int64_t offset) {
   return 0;
 }
 
+// With --engine log the running engine holds the stages' bus, so the replay is asked of
+// it through the store (it looks for requests every 200 ms) and this waits for the
+// answer: the letter marked replayed, or the request dropped (refused: the reason is in
+// the server's log). A stopped engine takes the request when it starts again.
+int run_engine_dlq_replay(SqliteStore& store, int64_t offset) {
+  auto v = store.get_dead_letter(offset);
+  if (!v) return fail(v.error());
+  if (!*v) return fail(Error::not_found("no dead letter at offset " + std::to_string(offset)));
+  if ((*v)->replayed)
+    return fail(Error::conflict("already_replayed", "dead letter " + std::to_string(offset) + " was already replayed"));
+  static SystemClock clock;
+  if (auto r = store.projection().request_replay(offset, clock.now_ms()); !r) return fail(r.error());
+  for (int i = 0; i < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto now = store.get_dead_letter(offset);
+    if (now && *now && (*now)->replayed) {
+      std::cout << "replayed dead letter " << offset << "\n";
+      return 0;
+    }
+    auto pending = store.projection().replay_requests();
+    if (pending && std::find(pending->begin(), pending->end(), offset) == pending->end())
+      return fail(Error::unprocessable("dead_letter_not_replayable",
+                                       "the engine refused to replay dead letter " + std::to_string(offset) +
+                                           " (the reason is in the server log)"));
+  }
+  std::cout << "replay of dead letter " << offset
+            << " requested; no running engine took it within 10 s: it is replayed when paystream serve starts\n";
+  return 0;
+}
+
 int run_dlq(const DlqCommand& cmd, const std::string& data_dir, const DistConfig* distributed) {
   std::unique_ptr<DeadLetterStore> store;
   if (distributed) {
@@ -78,6 +111,8 @@ int run_dlq(const DlqCommand& cmd, const std::string& data_dir, const DistConfig
   } else {
     auto r = open_store(data_dir);
     if (!r) return fail(r.error());
+    if (cmd.action == DlqCommand::Action::replay && std::filesystem::exists(std::filesystem::path(data_dir) / "engine-log"))
+      return run_engine_dlq_replay(**r, cmd.offset);
     store = std::move(*r);
   }
   switch (cmd.action) {

@@ -13,7 +13,7 @@
 #include "adapters/memory/rate_limiter.hpp"
 #include "adapters/memory/velocity_counter.hpp"
 #include "adapters/sim/acquirer_simulator.hpp"
-#include "adapters/embedded/logged_intake.hpp"
+#include "adapters/embedded/log_engine.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "api/api.hpp"
 #include "app/commands.hpp"
@@ -74,24 +74,6 @@ int run_serve(const ServeConfig& cfg) {
     return 1;
   }
   std::unique_ptr<SqliteStore> store = std::move(opened.value());
-  wal::PosixLogFs log_fs;
-  std::unique_ptr<LoggedIntake> logged;
-  std::unique_ptr<LoggedQueries> logged_queries;
-  if (cfg.intake_log) {
-    LoggedIntakeOptions lo;
-    lo.log.dir = (fs::path(cfg.data_dir) / "intake-log").string();
-    lo.log.sync = cfg.fsync;
-    auto l = LoggedIntake::open(lo, log_fs, *store, clock);
-    if (!l) {
-      log::error("cannot open the intake log", {{"dir", lo.log.dir}, {"error", l.error().message}});
-      return 1;
-    }
-    logged = std::move(l.value());
-    logged_queries = std::make_unique<LoggedQueries>(*logged, *store);
-  }
-  IntakeStore& intake = logged ? static_cast<IntakeStore&>(*logged) : *store;
-  PaymentQueries& payment_queries = logged_queries ? static_cast<PaymentQueries&>(*logged_queries) : *store;
-
   AcquirerSimOptions sim_opts;
   sim_opts.db_path = (fs::path(cfg.data_dir) / "acquirer-sim.db").string();
   sim_opts.latency = milliseconds(cfg.acquirer_latency_ms);
@@ -116,32 +98,54 @@ int run_serve(const ServeConfig& cfg) {
   NotifierStage notifier(*store, clock);
   WebhookDispatcher dispatcher(*store, webhook_sender, clock, dispatcher_options(cfg));
 
-  RunnerOptions run_opts;
-  run_opts.batch_max = size_t(cfg.stage_batch_max);
-  std::vector<std::unique_ptr<StageRunner>> runners;
-  auto topic = [](std::string_view t) { return std::string(t); };
-  runners.push_back(std::make_unique<StageRunner>("fraud", std::vector{topic(topics::initiated)}, *store, fraud, clock, run_opts));
-  runners.push_back(std::make_unique<StageRunner>("processor", std::vector{topic(topics::validated)}, *store, processor, clock, run_opts));
-  runners.push_back(std::make_unique<StageRunner>("ledger", std::vector{topic(topics::settled), topic(topics::failed)}, *store, ledger, clock, run_opts));
-  runners.push_back(std::make_unique<StageRunner>("notifier", std::vector{topic(topics::settled), topic(topics::failed)}, *store, notifier, clock, run_opts));
-
-  // --- API and HTTP ---------------------------------------------------------------
+  // --- engine ---------------------------------------------------------------------
   // Intake admission: the backlog of the stages that take a payment to a terminal status.
+  auto topic = [](std::string_view t) { return std::string(t); };
   PipelineBacklog backlog({{"fraud", {topic(topics::initiated)}},
                            {"processor", {topic(topics::validated)}},
                            {"ledger", {topic(topics::settled), topic(topics::failed)}}});
-  if (auto b = store->attach_backlog(backlog); !b) {
+  wal::PosixLogFs log_fs;
+  std::unique_ptr<LogEngine> engine;
+  std::unique_ptr<EngineStageLog> engine_log;
+  std::unique_ptr<EngineQueries> engine_queries;
+  if (cfg.engine == "log") {
+    LogEngineOptions eo;
+    eo.log.dir = (fs::path(cfg.data_dir) / "engine-log").string();
+    eo.log.sync = cfg.fsync;
+    eo.backlog = &backlog;
+    eo.groups = {{"fraud", {topic(topics::initiated)}},
+                 {"processor", {topic(topics::validated)}},
+                 {"ledger", {topic(topics::settled), topic(topics::failed)}},
+                 {"notifier", {topic(topics::settled), topic(topics::failed)}}};
+    auto e = LogEngine::open(eo, log_fs, *store, clock);
+    if (!e) {
+      log::error("cannot open the engine log", {{"dir", eo.log.dir}, {"error", e.error().message}});
+      return 1;
+    }
+    engine = std::move(e.value());
+    engine_log = std::make_unique<EngineStageLog>(*engine);
+    engine_queries = std::make_unique<EngineQueries>(*engine);
+  } else if (auto b = store->attach_backlog(backlog); !b) {
     log::error("cannot load the pipeline backlog", {{"error", b.error().message}});
     return 1;
   }
+  StageLog& stage_log = engine_log ? static_cast<StageLog&>(*engine_log) : *store;
+  IntakeStore& intake = engine ? static_cast<IntakeStore&>(*engine) : *store;
+  PaymentQueries& payment_queries = engine_queries ? static_cast<PaymentQueries&>(*engine_queries) : *store;
+  const BacklogProbe* backlog_probe = engine ? static_cast<const BacklogProbe*>(engine.get()) : &backlog;
+
+  RunnerOptions run_opts;
+  run_opts.batch_max = size_t(cfg.stage_batch_max);
+  std::vector<std::unique_ptr<StageRunner>> runners;
+  runners.push_back(std::make_unique<StageRunner>("fraud", std::vector{topic(topics::initiated)}, stage_log, fraud, clock, run_opts));
+  runners.push_back(std::make_unique<StageRunner>("processor", std::vector{topic(topics::validated)}, stage_log, processor, clock, run_opts));
+  runners.push_back(std::make_unique<StageRunner>("ledger", std::vector{topic(topics::settled), topic(topics::failed)}, stage_log, ledger, clock, run_opts));
+  runners.push_back(std::make_unique<StageRunner>("notifier", std::vector{topic(topics::settled), topic(topics::failed)}, stage_log, notifier, clock, run_opts));
+
+  // --- API and HTTP ---------------------------------------------------------------
   ApiConfig acfg = api_config(cfg, admin_key);
   acfg.max_backlog_records = uint64_t(cfg.max_backlog_records);
   acfg.max_backlog_age_ms = cfg.max_backlog_age_ms;
-  const BacklogProbe* backlog_probe = &backlog;
-  if (logged) {
-    logged->set_inner_backlog(&backlog);
-    backlog_probe = logged.get();
-  }
   Api api(ApiDeps{intake, payment_queries, *store, *store, *store, *store, idempotency, rate_limiter, clock, backlog_probe,
                   &system_resolver()},
           std::move(acfg));
@@ -176,8 +180,9 @@ int run_serve(const ServeConfig& cfg) {
   for (auto& r : runners) r->stop();
   dispatcher.stop();
   server.stop();
-  logged_queries.reset();
-  logged.reset();
+  engine_queries.reset();
+  engine_log.reset();
+  engine.reset();
   store.reset();
   log::info("stopped");
   return 0;

@@ -215,4 +215,12 @@ Event make_refund_event(const Refund& r, std::string_view type, std::string_view
   return e;
 }
 
+Event admitted_refund_event(const Event& given, const Refund& resolved, int64_t now_ms) {
+  Event ev = make_refund_event(resolved, given.type.empty() ? event_types::refund_requested : given.type,
+                               given.source.empty() ? "/paystream/gateway" : given.source,
+                               given.time_ms ? given.time_ms : now_ms, given.traceparent);
+  if (!given.id.empty()) ev.id = given.id;
+  return ev;
+}
+
 }  // namespace ps

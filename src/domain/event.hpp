@@ -71,5 +71,9 @@ Event make_payment_event(const Payment& p, std::string_view type, std::string_vi
                          int64_t now_ms, std::string traceparent);
 Event make_refund_event(const Refund& r, std::string_view type, std::string_view source,
                         int64_t now_ms, std::string traceparent);
+// The event of an admitted refund (amount resolved): `given` (AcceptRefund::requested)
+// rebuilt around the resolved refund, keeping its id, type, source, time and trace when
+// set (refund.requested, the gateway and now otherwise). Every store's intake calls it.
+Event admitted_refund_event(const Event& given, const Refund& resolved, int64_t now_ms);
 
 }  // namespace ps

@@ -35,6 +35,12 @@ struct DeadLetter {
   int attempts = 0;
 };
 
+// A dead letter made by the webhook dispatcher (a delivery that gave up): its event is
+// the merchant event with the webhook body as data, not a pipeline event.
+inline bool is_webhook_dead_letter(const DeadLetter& d) {
+  return d.original.event.source == "/paystream/notifier";
+}
+
 // Terminal outcome of a payment, applied by the ledger stage. Idempotent: applying it
 // to a payment that is already terminal changes nothing.
 struct PaymentOutcome {

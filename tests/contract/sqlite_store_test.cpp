@@ -159,7 +159,7 @@ TEST_F(MaintainedBalances, MigrationFromVersion1BackfillsFromPostingsAndRefunds)
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(db,
-                           "DROP TABLE account_balances; DROP TABLE refund_reservations; DROP TABLE log_projection; "
+                           "DROP TABLE account_balances; DROP TABLE refund_reservations; DROP TABLE log_projection; DROP TABLE dead_letter_replay_requests; "
                            "ALTER TABLE payments DROP COLUMN amount_refunding_minor; PRAGMA user_version = 1;",
                            nullptr, nullptr, nullptr),
               SQLITE_OK)

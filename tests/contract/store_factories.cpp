@@ -1,7 +1,7 @@
 // The adapters the store/event-log contract suites run against:
 // * Sqlite — the embedded shape (one SQLite file is log and store).
-// * SqliteIntakeLog — the same store with payments acknowledged from the segment log and
-//   projected into it (serve --intake-log): LoggedIntake and LoggedQueries in front.
+// * LogEngine — the log-first engine (serve --engine log): the segment log as the
+//   acknowledgement path, stages on its in-memory bus, the SQLite store as its projection.
 // * Distributed — PgStore (PostgreSQL) as the durable store and position sink,
 //   KafkaPublisher for intake events and outbox, KafkaStageLog as the log (database
 //   groups ledger, notifier and the suites' test-ledger), dead letters read from tx.dlq
@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "adapters/embedded/logged_intake.hpp"
+#include "adapters/embedded/log_engine.hpp"
 #include "adapters/kafka/kafka.hpp"
 #include "adapters/postgres/pg_store.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
@@ -68,39 +68,38 @@ class SqliteHarness final : public StoreHarness {
   std::unique_ptr<SqliteStore> store_;
 };
 
-// The stages read tx.initiated from the store, where an intake-log payment lands once it
-// is projected (milliseconds later), so a stage only ever commits outcomes of projected
-// payments. The suites poll, and commit outcomes without polling (settled_payment), right
-// after an accept: this log waits for the projection of everything acknowledged first.
+// The log-first engine (serve --engine log): SQLite is its projection. The suites read
+// the store right after a commit; the engine's stage outcomes reach the store when
+// projected (milliseconds later), so this log's commit returns once they have.
 class ProjectedStageLog final : public StageLog {
  public:
-  ProjectedStageLog(LoggedIntake& intake, StageLog& inner) : intake_(intake), inner_(inner) {}
+  explicit ProjectedStageLog(LogEngine& engine) : engine_(engine), inner_(engine) {}
   Result<std::vector<Record>> poll(const std::string& group, const std::vector<std::string>& topics, size_t max,
                                    std::chrono::milliseconds wait) override {
-    if (auto w = intake_.await_projection(); !w) return w.error();
     return inner_.poll(group, topics, max, wait);
   }
   Result<void> commit(const std::string& group, const std::vector<Record>& consumed, Effects effects) override {
-    if (auto w = intake_.await_projection(); !w) return w.error();
-    return inner_.commit(group, consumed, std::move(effects));
+    auto r = inner_.commit(group, consumed, std::move(effects));
+    if (!r) return r;
+    return engine_.await_projection();
   }
 
  private:
-  LoggedIntake& intake_;
-  StageLog& inner_;
+  LogEngine& engine_;
+  EngineStageLog inner_;
 };
 
-class SqliteIntakeLogHarness final : public StoreHarness {
+class LogEngineHarness final : public StoreHarness {
  public:
-  SqliteIntakeLogHarness() : dir_(make_temp_dir()) { open(); }
-  ~SqliteIntakeLogHarness() override {
+  LogEngineHarness() : dir_(make_temp_dir()) { open(); }
+  ~LogEngineHarness() override {
     close();
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
   StageLog& log() override { return *log_; }
-  DeadLetterStore& dead_letters() override { return *store_; }
-  IntakeStore& intake() override { return *intake_; }
+  DeadLetterStore& dead_letters() override { return *dead_letters_; }
+  IntakeStore& intake() override { return *engine_; }
   PaymentQueries& queries() override { return *queries_; }
   MerchantStore& merchants() override { return *store_; }
   EndpointStore& endpoints() override { return *store_; }
@@ -111,11 +110,16 @@ class SqliteIntakeLogHarness final : public StoreHarness {
     open();
   }
   int64_t count_events(const std::string& topic) override {
-    if (auto w = intake_->await_projection(); !w) throw std::runtime_error(w.error().message);
-    auto r = store_->count_events(topic);
+    if (topic != topics::dlq) return int64_t(engine_->bus().appended(topic));
+    if (auto w = engine_->await_projection(); !w) throw std::runtime_error(w.error().message);
+    auto r = store_->count_events(topic);  // dead letters are rows of the store
     if (!r) throw std::runtime_error(r.error().message);
     return *r;
   }
+  // The bus keeps every event it is given (the stages deduplicate, as with Kafka), and a
+  // webhook letter is redelivered in the store rather than re-appended.
+  bool log_dedups_event_ids() const override { return false; }
+  bool replay_uses_logged_event() const override { return false; }
 
  private:
   void open() {
@@ -124,26 +128,29 @@ class SqliteIntakeLogHarness final : public StoreHarness {
     auto r = SqliteStore::open(o, clock);
     if (!r) throw std::runtime_error("open failed: " + r.error().message);
     store_ = std::move(r.value());
-    LoggedIntakeOptions lo;
+    LogEngineOptions lo;
     lo.log.dir = (dir_ / "log").string();
     lo.log.segment_bytes = 1u << 20;
-    auto l = LoggedIntake::open(lo, fs_, *store_, clock);
-    if (!l) throw std::runtime_error("intake log open failed: " + l.error().message);
-    intake_ = std::move(l.value());
-    queries_ = std::make_unique<LoggedQueries>(*intake_, *store_);
-    log_ = std::make_unique<ProjectedStageLog>(*intake_, *store_);
+    auto l = LogEngine::open(lo, fs_, *store_, clock);
+    if (!l) throw std::runtime_error("engine open failed: " + l.error().message);
+    engine_ = std::move(l.value());
+    queries_ = std::make_unique<EngineQueries>(*engine_);
+    dead_letters_ = std::make_unique<EngineDeadLetters>(*engine_);
+    log_ = std::make_unique<ProjectedStageLog>(*engine_);
   }
   void close() {
     log_.reset();
+    dead_letters_.reset();
     queries_.reset();
-    intake_.reset();
+    engine_.reset();
     store_.reset();
   }
   std::filesystem::path dir_;
   wal::PosixLogFs fs_;
   std::unique_ptr<SqliteStore> store_;
-  std::unique_ptr<LoggedIntake> intake_;
-  std::unique_ptr<LoggedQueries> queries_;
+  std::unique_ptr<LogEngine> engine_;
+  std::unique_ptr<EngineQueries> queries_;
+  std::unique_ptr<EngineDeadLetters> dead_letters_;
   std::unique_ptr<ProjectedStageLog> log_;
 };
 
@@ -349,7 +356,7 @@ class DistributedHarness final : public StoreHarness {
 
 std::vector<HarnessFactory> store_factories() {
   return {HarnessFactory{"Sqlite", [] { return std::unique_ptr<StoreHarness>(new SqliteHarness()); }},
-          HarnessFactory{"SqliteIntakeLog", [] { return std::unique_ptr<StoreHarness>(new SqliteIntakeLogHarness()); }},
+          HarnessFactory{"LogEngine", [] { return std::unique_ptr<StoreHarness>(new LogEngineHarness()); }},
           HarnessFactory{"Distributed", [] { return std::unique_ptr<StoreHarness>(new DistributedHarness()); }}};
 }
 

@@ -975,11 +975,7 @@ Result<void> PgStore::Impl::refund_body(Conn& c, IntakeJob& j) {
   refund.amount_minor = *amount;
   refund.currency = payment.currency;
 
-  const Event& ge = cmd.requested;
-  Event ev = make_refund_event(refund, ge.type.empty() ? event_types::refund_requested : ge.type,
-                               ge.source.empty() ? "/paystream/gateway" : ge.source,
-                               ge.time_ms ? ge.time_ms : j.now, ge.traceparent);
-  if (!ge.id.empty()) ev.id = ge.id;
+  Event ev = admitted_refund_event(cmd.requested, refund, j.now);
   IdempotencyRecord rec = given;
   if (cmd.render) rec.response_body = cmd.render(refund);
   if (rec.resource_id.empty()) rec.resource_id = refund.id;

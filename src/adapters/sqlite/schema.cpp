@@ -181,14 +181,19 @@ INSERT INTO refund_reservations(merchant_id, currency, amount_minor)
   SELECT merchant_id, currency, SUM(amount_minor) FROM refunds WHERE status = 'processing'
   GROUP BY merchant_id, currency;
 )SQL",
-    // 3: the log position the projection of the intake log has reached (written in the
-    // same transaction as the rows it projected; 0 = nothing projected, or no log).
+    // 3: the log-first engine (--engine log): the log position its projection has
+    // reached (written in the same transaction as the rows it projected; 0 = nothing
+    // projected, or no log), and the dead letters `paystream dlq replay` asked it to replay.
     R"SQL(
 CREATE TABLE log_projection(
   id INTEGER PRIMARY KEY CHECK(id = 1),
   lsn INTEGER NOT NULL
 );
 INSERT INTO log_projection(id, lsn) VALUES(1, 0);
+CREATE TABLE dead_letter_replay_requests(
+  dlq_offset INTEGER PRIMARY KEY,
+  requested_ms INTEGER NOT NULL
+);
 )SQL",
 };
 

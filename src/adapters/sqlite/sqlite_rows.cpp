@@ -278,7 +278,8 @@ Result<std::vector<WebhookEndpoint>> live_endpoints(Db& db, const std::string& m
   return out;
 }
 
-Result<void> store_new_payment(Db& db, const AcceptPayment& c, int64_t now_ms, JobCtx& ctx) {
+Result<void> store_new_payment(Db& db, const AcceptPayment& c, int64_t now_ms, JobCtx& ctx,
+                               bool append_initiated) {
   const Payment& p = c.payment;
   int64_t seq = 0;
   {
@@ -302,9 +303,133 @@ Result<void> store_new_payment(Db& db, const AcceptPayment& c, int64_t now_ms, J
       return r.error();
     }
   }
-  auto ins = append_event(db, topic_for(c.initiated.type), c.initiated, 0, now_ms, ctx);
-  if (!ins) return ins.error();
+  if (append_initiated) {
+    auto ins = append_event(db, topic_for(c.initiated.type), c.initiated, 0, now_ms, ctx);
+    if (!ins) return ins.error();
+  }
   return insert_idempotency(db, c.record);
+}
+
+Result<void> apply_effects(Db& db, const Effects& fx, int64_t now, JobCtx& ctx, bool append_produced) {
+  for (size_t i = 0; append_produced && i < fx.produce.size(); ++i) {
+    const Event& e = fx.produce[i];
+    auto r = append_event(db, topic_for(e.type), e, 0, now, ctx);
+    if (!r) return r.error();
+  }
+  for (const auto& po : fx.payment_outcomes) {
+    const Payment& p = po.payment;
+    PS_TRY(check_outcome(po));
+    {
+      PS_QUERY(q, db,
+               "UPDATE payments SET status = ?1, failure_code = ?2, updated_ms = ?3 "
+               "WHERE id = ?4 AND status = 'processing'");
+      q.bind_all(to_string(p.status), p.failure_code, p.updated_ms ? p.updated_ms : now, p.id);
+      PS_TRY(q.exec());
+    }
+    if (db.changes() == 0) continue;  // already terminal (or unknown): idempotent no-op
+    if (po.settlement) PS_TRY(insert_entry(db, *po.settlement));
+    ctx.terminal_ids.push_back(p.id);
+  }
+  for (const auto& ro : fx.refund_outcomes) {
+    const Refund& r = ro.refund;
+    PS_TRY(check_outcome(ro));
+    std::string payment_id, merchant_id, currency;
+    int64_t amount = 0;
+    bool changed = false;
+    {
+      PS_QUERY(q, db,
+               "UPDATE refunds SET status = ?1, failure_code = ?2, updated_ms = ?3 "
+               "WHERE id = ?4 AND status = 'processing' RETURNING payment_id, amount_minor, merchant_id, currency");
+      q.bind_all(to_string(r.status), r.failure_code, r.updated_ms ? r.updated_ms : now, r.id);
+      PS_STEP(row, q);
+      if (row) {
+        changed = true;
+        payment_id = q.text(0);
+        amount = q.i64(1);
+        merchant_id = q.text(2);
+        currency = q.text(3);
+        PS_TRY(q.exec());
+      }
+    }
+    if (!changed) continue;
+    // Terminal either way: the reservation is released (a succeeded refund's amount
+    // moves to amount_refunded and its reversal posting below).
+    PS_TRY(reserve_refund(db, payment_id, merchant_id, currency, -amount));
+    if (!ro.reversal) continue;
+    PS_TRY(insert_entry(db, *ro.reversal));
+    PS_QUERY(q, db, "UPDATE payments SET amount_refunded_minor = amount_refunded_minor + ?1, updated_ms = ?2 WHERE id = ?3");
+    q.bind_all(amount, r.updated_ms ? r.updated_ms : now, payment_id);
+    PS_TRY(q.exec());
+  }
+  for (const auto& me : fx.merchant_events) {
+    PS_QUERY(q, db,
+             "INSERT INTO merchant_events(id, merchant_id, type, data_json, created_ms) "
+             "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO NOTHING");
+    q.bind_all(me.id, me.merchant_id, me.type, me.data_json, me.created_ms);
+    PS_TRY(q.exec());
+  }
+  for (const auto& d : fx.deliveries) PS_TRY(upsert_delivery_if_failed(db, d));
+  for (const auto& dl : fx.dead_letters) PS_TRY(append_dead_letter(db, dl, stage_dead_letter_id(dl), now, ctx));
+  return {};
+}
+
+Result<void> store_positions(Db& db, const std::string& group, const std::map<std::string, int64_t>& positions,
+                             JobCtx& ctx) {
+  for (const auto& [topic, offset] : positions) {
+    PS_QUERY(q, db,
+             "INSERT INTO consumer_positions(group_id, topic, position) VALUES(?1, ?2, ?3) "
+             "ON CONFLICT(group_id, topic) DO UPDATE SET position = max(position, excluded.position)");
+    q.bind_all(group, topic, offset);
+    PS_TRY(q.exec());
+    ctx.positions.emplace_back(group, topic, offset);
+  }
+  return {};
+}
+
+Result<std::optional<RefundBasis>> read_refund_basis(Db& db, const std::string& merchant_id,
+                                                     const std::string& payment_id) {
+  // The payment and the maintained rows (schema v2) in one statement: never a sum over
+  // history, and one snapshot.
+  PS_QUERY(q, db,
+           std::string("SELECT ") + kPaymentCols +
+               ", amount_refunding_minor, "
+               "COALESCE((SELECT -b.amount_minor FROM account_balances b WHERE b.account = ?3 "
+               "AND b.currency = payments.currency), 0), "
+               "COALESCE((SELECT r.amount_minor FROM refund_reservations r WHERE r.merchant_id = ?2 "
+               "AND r.currency = payments.currency), 0) "
+               "FROM payments WHERE id = ?1 AND merchant_id = ?2");
+  q.bind_all(payment_id, merchant_id, merchant_available_account(merchant_id));
+  PS_STEP(row, q);
+  if (!row) return std::optional<RefundBasis>();
+  RefundBasis b;
+  b.payment = read_payment(q);
+  b.processing_for_payment = q.i64(kPaymentColCount);
+  b.available = q.i64(kPaymentColCount + 1);
+  b.processing_for_merchant = q.i64(kPaymentColCount + 2);
+  return std::optional<RefundBasis>(std::move(b));
+}
+
+Result<void> store_new_refund(Db& db, const Refund& refund, const Event* requested, const IdempotencyRecord& rec,
+                              int64_t now_ms, JobCtx& ctx) {
+  {
+    PS_QUERY(q, db,
+             "INSERT INTO refunds(id, payment_id, merchant_id, idempotency_key, amount_minor, currency, status, "
+             "failure_code, created_ms, updated_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    q.bind_all(refund.id, refund.payment_id, refund.merchant_id, refund.idempotency_key, refund.amount_minor,
+               refund.currency, to_string(refund.status), refund.failure_code, refund.created_ms, refund.updated_ms);
+    auto r = q.exec();
+    if (!r) {
+      if (is_constraint(r.error()))
+        return Error::conflict("refund_exists", "refund " + refund.id + " cannot be stored: " + r.error().message);
+      return r.error();
+    }
+  }
+  PS_TRY(reserve_refund(db, refund.payment_id, refund.merchant_id, refund.currency, refund.amount_minor));
+  if (requested) {
+    auto ins = append_event(db, topic_for(requested->type), *requested, 0, now_ms, ctx);
+    if (!ins) return ins.error();
+  }
+  return insert_idempotency(db, rec);
 }
 
 }  // namespace ps::sqlite

@@ -3,6 +3,7 @@
 // jobs (sqlite_core.hpp). Not for use outside src/adapters/sqlite.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10,6 +11,7 @@
 
 #include "adapters/sqlite/sqlite_core.hpp"
 #include "adapters/sqlite/sqlite_db.hpp"
+#include "adapters/sqlite/sqlite_projection.hpp"
 #include "common/result.hpp"
 #include "domain/event.hpp"
 #include "domain/model.hpp"
@@ -78,10 +80,29 @@ Result<void> reserve_refund(Db& db, const std::string& payment_id, const std::st
 Result<std::optional<IdempotencyRecord>> read_idempotency(Db& db, const std::string& merchant_id,
                                                           const std::string& key);
 Result<void> insert_idempotency(Db& db, const IdempotencyRecord& r);
-// Stores a new payment, its payment.initiated event and its idempotency record (the key
+// A stage's effects (ports/event_log.hpp Effects) on the store, idempotently: outcomes of
+// payments and refunds that are still processing (with their entries, balances and
+// reservations), merchant events, deliveries, dead letters; the produced events too when
+// `append_produced` (the intake log's bus keeps them in memory instead).
+Result<void> apply_effects(Db& db, const Effects& fx, int64_t now, JobCtx& ctx, bool append_produced);
+// Moves `group`'s position on each topic to the offset given, never backwards.
+Result<void> store_positions(Db& db, const std::string& group, const std::map<std::string, int64_t>& positions,
+                             JobCtx& ctx);
+// What refund admission reads (sqlite_projection.hpp RefundBasis): the payment and the
+// maintained rows, in one statement. nullopt: no such payment of the merchant.
+Result<std::optional<RefundBasis>> read_refund_basis(Db& db, const std::string& merchant_id,
+                                                     const std::string& payment_id);
+// Stores an admitted refund (amount and currency resolved), reserves its amount, appends
+// its refund.requested event when given (the intake log's bus keeps it otherwise) and
+// stores its idempotency record.
+Result<void> store_new_refund(Db& db, const Refund& refund, const Event* requested, const IdempotencyRecord& rec,
+                              int64_t now_ms, JobCtx& ctx);
+// Stores a new payment, its payment.initiated event (unless !append_initiated: the
+// engine's bus holds it) and its idempotency record (the key
 // is known to be new: a duplicate fails with conflict "payment_exists"). Both intake
 // paths call it: the per-request job (SqliteIntake) and the log projection.
-Result<void> store_new_payment(Db& db, const AcceptPayment& c, int64_t now_ms, JobCtx& ctx);
+Result<void> store_new_payment(Db& db, const AcceptPayment& c, int64_t now_ms, JobCtx& ctx,
+                               bool append_initiated = true);
 Result<int64_t> scalar_i64(Query& q);
 Result<void> upsert_delivery_if_failed(Db& db, const WebhookDelivery& d);
 // A page size within 1 .. kMaxListRows.

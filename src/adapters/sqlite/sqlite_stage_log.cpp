@@ -66,73 +66,8 @@ Result<void> SqliteStageLog::commit(const std::string& group, const std::vector<
   }
   const int64_t now = core_.clock().now_ms();
   return core_.run_sync([group, positions, fx, now](Db& db, JobCtx& ctx) -> Result<void> {
-    for (const auto& e : fx->produce) {
-      auto r = append_event(db, topic_for(e.type), e, 0, now, ctx);
-      if (!r) return r.error();
-    }
-    for (const auto& po : fx->payment_outcomes) {
-      const Payment& p = po.payment;
-      PS_TRY(check_outcome(po));
-      {
-        PS_QUERY(q, db,
-                 "UPDATE payments SET status = ?1, failure_code = ?2, updated_ms = ?3 "
-                 "WHERE id = ?4 AND status = 'processing'");
-        q.bind_all(to_string(p.status), p.failure_code, p.updated_ms ? p.updated_ms : now, p.id);
-        PS_TRY(q.exec());
-      }
-      if (db.changes() == 0) continue;  // already terminal (or unknown): idempotent no-op
-      if (po.settlement) PS_TRY(insert_entry(db, *po.settlement));
-      ctx.terminal_ids.push_back(p.id);
-    }
-    for (const auto& ro : fx->refund_outcomes) {
-      const Refund& r = ro.refund;
-      PS_TRY(check_outcome(ro));
-      std::string payment_id, merchant_id, currency;
-      int64_t amount = 0;
-      bool changed = false;
-      {
-        PS_QUERY(q, db,
-                 "UPDATE refunds SET status = ?1, failure_code = ?2, updated_ms = ?3 "
-                 "WHERE id = ?4 AND status = 'processing' RETURNING payment_id, amount_minor, merchant_id, currency");
-        q.bind_all(to_string(r.status), r.failure_code, r.updated_ms ? r.updated_ms : now, r.id);
-        PS_STEP(row, q);
-        if (row) {
-          changed = true;
-          payment_id = q.text(0);
-          amount = q.i64(1);
-          merchant_id = q.text(2);
-          currency = q.text(3);
-          PS_TRY(q.exec());
-        }
-      }
-      if (!changed) continue;
-      // Terminal either way: the reservation is released (a succeeded refund's amount
-      // moves to amount_refunded and its reversal posting below).
-      PS_TRY(reserve_refund(db, payment_id, merchant_id, currency, -amount));
-      if (!ro.reversal) continue;
-      PS_TRY(insert_entry(db, *ro.reversal));
-      PS_QUERY(q, db, "UPDATE payments SET amount_refunded_minor = amount_refunded_minor + ?1, updated_ms = ?2 WHERE id = ?3");
-      q.bind_all(amount, r.updated_ms ? r.updated_ms : now, payment_id);
-      PS_TRY(q.exec());
-    }
-    for (const auto& me : fx->merchant_events) {
-      PS_QUERY(q, db,
-               "INSERT INTO merchant_events(id, merchant_id, type, data_json, created_ms) "
-               "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO NOTHING");
-      q.bind_all(me.id, me.merchant_id, me.type, me.data_json, me.created_ms);
-      PS_TRY(q.exec());
-    }
-    for (const auto& d : fx->deliveries) PS_TRY(upsert_delivery_if_failed(db, d));
-    for (const auto& dl : fx->dead_letters) PS_TRY(append_dead_letter(db, dl, stage_dead_letter_id(dl), now, ctx));
-    for (const auto& [topic, offset] : positions) {
-      PS_QUERY(q, db,
-               "INSERT INTO consumer_positions(group_id, topic, position) VALUES(?1, ?2, ?3) "
-               "ON CONFLICT(group_id, topic) DO UPDATE SET position = max(position, excluded.position)");
-      q.bind_all(group, topic, offset);
-      PS_TRY(q.exec());
-      ctx.positions.emplace_back(group, topic, offset);
-    }
-    return {};
+    PS_TRY(apply_effects(db, *fx, now, ctx, /*append_produced=*/true));
+    return store_positions(db, group, positions, ctx);
   });
 }
 
