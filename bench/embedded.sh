@@ -19,7 +19,7 @@ PORT=${PORT:-18580}
 ADMIN=adm_$(date +%s)_local_bench_key
 # The server holds CONNS connections: its limit must allow them (the per-process
 # open-files limit here is 20,000).
-PAYSTREAM_ADMIN_KEY=$ADMIN $B serve --listen 127.0.0.1:$PORT --data-dir "$DIR" --fsync on \
+PAYSTREAM_ADMIN_KEY=$ADMIN $B serve --listen 127.0.0.1:$PORT --data-dir "$DIR" --fsync ${FSYNC:-on} \
   --velocity-max-per-merchant 1000000000 --log-level warn \
   ${SERVE_FLAGS:-} 2>"$DIR/server.log" &
 SRV=$!

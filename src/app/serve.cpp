@@ -79,6 +79,7 @@ int run_serve(const ServeConfig& cfg) {
   sim_opts.latency = milliseconds(cfg.acquirer_latency_ms);
   sim_opts.failure_rate = cfg.acquirer_failure_rate;
   sim_opts.seed = cfg.acquirer_seed;
+  sim_opts.sync_full = cfg.fsync;
   auto acquirer = std::make_unique<AcquirerSimulator>(sim_opts);
 
   InMemoryIdempotencyCache idempotency(std::chrono::seconds(cfg.idempotency_ttl_s));

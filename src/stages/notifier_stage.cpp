@@ -6,6 +6,7 @@
 
 #include "common/log.hpp"
 #include "common/metrics.hpp"
+#include "common/thread_name.hpp"
 #include "domain/ids.hpp"
 #include "domain/json_codec.hpp"
 
@@ -148,6 +149,7 @@ void WebhookDispatcher::start() {
   if (thread_.joinable()) return;
   stopping_ = false;
   thread_ = std::thread([this] {
+    name_this_thread("ps-webhooks");
     while (!stopping_) {
       if (run_once() == 0) {
         std::unique_lock lk(wake_mu_);

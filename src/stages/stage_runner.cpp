@@ -4,6 +4,7 @@
 
 #include "common/log.hpp"
 #include "common/metrics.hpp"
+#include "common/thread_name.hpp"
 
 namespace ps {
 namespace {
@@ -35,7 +36,10 @@ StageRunner::~StageRunner() { stop(); }
 void StageRunner::start() {
   if (thread_.joinable()) return;
   stopping_ = false;
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    name_this_thread("ps-stage-" + stage_name_);
+    loop();
+  });
 }
 
 void StageRunner::stop() {

@@ -6,6 +6,7 @@
 #include "adapters/embedded/intake_record.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
+#include "common/thread_name.hpp"
 #include "domain/ledger_rules.hpp"
 #include "domain/store_codec.hpp"
 
@@ -125,9 +126,18 @@ Result<std::unique_ptr<LogEngine>> LogEngine::open(LogEngineOptions opts, wal::L
   self->log_ = std::move(*log);
   self->durable_lsn_ = self->projected_lsn_ = std::max(*at, last);
   self->release_log();
-  self->admitter_ = std::thread([p = self.get()] { p->admit_loop(); });
-  self->projector_ = std::thread([p = self.get()] { p->project_loop(); });
-  self->housekeeper_ = std::thread([p = self.get()] { p->housekeeping_loop(); });
+  self->admitter_ = std::thread([p = self.get()] {
+    name_this_thread("ps-admission");
+    p->admit_loop();
+  });
+  self->projector_ = std::thread([p = self.get()] {
+    name_this_thread("ps-projection");
+    p->project_loop();
+  });
+  self->housekeeper_ = std::thread([p = self.get()] {
+    name_this_thread("ps-housekeeping");
+    p->housekeeping_loop();
+  });
   return self;
 }
 

@@ -17,6 +17,7 @@
 
 #include "common/log.hpp"
 #include "common/metrics.hpp"
+#include "common/thread_name.hpp"
 
 namespace ps {
 namespace asio = boost::asio;
@@ -421,7 +422,11 @@ Result<uint16_t> HttpServer::start() {
   m.work.emplace(m.ioc.get_executor());
   m.do_accept();
   int n = std::max(1, m.opt.threads);
-  for (int i = 0; i < n; ++i) m.threads.emplace_back([&m] { m.ioc.run(); });
+  for (int i = 0; i < n; ++i)
+    m.threads.emplace_back([&m, i] {
+      name_this_thread("ps-http-" + std::to_string(i));
+      m.ioc.run();
+    });
   return port;
 }
 

@@ -8,6 +8,7 @@
 
 #include "adapters/log/record_format.hpp"
 #include "common/log.hpp"
+#include "common/thread_name.hpp"
 
 namespace ps::wal {
 namespace {
@@ -94,8 +95,14 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::open(LogOptions opts, LogFs& fs,
   std::unique_ptr<SegmentLog> log(new SegmentLog(std::move(opts), fs));
   if (auto d = fs.create_dir(log->opts_.dir); !d) return d.error();
   if (auto r = log->recover(from_lsn, replay); !r) return r.error();
-  log->writer_ = std::thread([p = log.get()] { p->writer_loop(); });
-  log->preparer_ = std::thread([p = log.get()] { p->preparer_loop(); });
+  log->writer_ = std::thread([p = log.get()] {
+    name_this_thread("ps-log-writer");
+    p->writer_loop();
+  });
+  log->preparer_ = std::thread([p = log.get()] {
+    name_this_thread("ps-log-prepare");
+    p->preparer_loop();
+  });
   return log;
 }
 

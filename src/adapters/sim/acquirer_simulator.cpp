@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "common/files.hpp"
+#include "common/thread_name.hpp"
 #include "domain/ids.hpp"
 
 namespace ps {
@@ -118,10 +119,44 @@ AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(
                 "CREATE TABLE IF NOT EXISTS refunds(refund_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL,"
                 " amount_minor INTEGER NOT NULL, calls INTEGER NOT NULL, created_ms INTEGER NOT NULL)");
   exec_or_throw(db_, "CREATE TABLE IF NOT EXISTS voids(payment_id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL)");
-  committer_ = std::thread([this] { committer_loop(); });
+  committer_ = std::thread([this] {
+    name_this_thread("ps-acquirer-sim");
+    committer_loop();
+  });
+  if (opts_.db_path != ":memory:" &&
+      sqlite3_open_v2(opts_.db_path.c_str(), &checkpoint_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(checkpoint_db_, 20);
+    exec_or_throw(db_, "PRAGMA wal_autocheckpoint=0");
+    checkpointer_ = std::thread([this] {
+      name_this_thread("ps-acquirer-ckpt");
+      checkpoint_loop();
+    });
+  } else if (checkpoint_db_) {
+    sqlite3_close(checkpoint_db_);  // SQLite's automatic checkpoints stay on
+    checkpoint_db_ = nullptr;
+  }
+}
+
+void AcquirerSimulator::checkpoint_loop() {
+  std::unique_lock lk(ck_mu_);
+  while (!ck_cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return ck_stop_; })) {
+    lk.unlock();
+    // PASSIVE: copies what no reader needs, never waits for the writer; the writer then
+    // rewinds the WAL at its next transaction once everything was copied.
+    (void)sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    lk.lock();
+  }
 }
 
 AcquirerSimulator::~AcquirerSimulator() {
+  {
+    std::lock_guard lk(ck_mu_);
+    ck_stop_ = true;
+  }
+  ck_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  if (checkpoint_db_) sqlite3_close(checkpoint_db_);
   {
     std::lock_guard lk(mu_);
     stopping_ = true;

@@ -34,6 +34,8 @@
 // Group commit: concurrent calls write into one open transaction; a committer thread
 // commits it and only then do those calls return (a returned charge is committed), so
 // the simulator costs one commit per group of concurrent calls, not one per call.
+// Checkpoints run on a second connection and thread (wal_autocheckpoint off), outside
+// the commits.
 // Thread-safety: thread-safe (one mutex around the database; sleeps happen outside it).
 // Construction throws std::runtime_error if the database cannot be opened (start-up only).
 #pragma once
@@ -107,6 +109,7 @@ class AcquirerSimulator final : public Acquirer {
   // Under mu_: whether `payment_id` is voided (committed or in the open group).
   Result<bool> voided_locked(const std::string& payment_id);
   void committer_loop();
+  void checkpoint_loop();
   sqlite3_stmt* stmt(const char* sql);  // cached prepared statement (mu_ held)
 
   const AcquirerSimOptions opts_;
@@ -121,6 +124,13 @@ class AcquirerSimulator final : public Acquirer {
   std::shared_ptr<Group> open_;  // the open transaction's group; null when none is open
   bool stopping_ = false;
   std::thread committer_;
+  // WAL checkpoints on their own connection and thread (PASSIVE every 50 ms), so a commit
+  // never copies the WAL into the database while every caller waits on mu_.
+  sqlite3* checkpoint_db_ = nullptr;
+  std::mutex ck_mu_;
+  std::condition_variable ck_cv_;
+  bool ck_stop_ = false;
+  std::thread checkpointer_;
 };
 
 }  // namespace ps

@@ -8,6 +8,7 @@
 #include "adapters/sqlite/sqlite_rows.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
+#include "common/thread_name.hpp"
 #include "domain/pipeline_backlog.hpp"
 
 namespace ps::sqlite {
@@ -107,7 +108,10 @@ Result<std::unique_ptr<Core>> Core::open(SqliteOptions opts, const Clock& clock)
 
 Core::Core(SqliteOptions opts, const Clock& clock, std::unique_ptr<Db> writer)
     : opts_(std::move(opts)), clock_(clock), writer_db_(std::move(writer)) {
-  writer_ = std::thread([this] { writer_loop(); });
+  writer_ = std::thread([this] {
+    name_this_thread("ps-sql-writer");
+    writer_loop();
+  });
   writer_id_.store(writer_.get_id());
   if (opts_.checkpoint_interval_ms > 0) {
     try {
@@ -116,7 +120,10 @@ Core::Core(SqliteOptions opts, const Clock& clock, std::unique_ptr<Db> writer)
       // so it must give up quickly (and retry later) rather than stall the writer.
       if (auto r = checkpoint_db_->configure(opts_.sync_full, kCheckpointBusyTimeoutMs, 1024); !r)
         throw std::runtime_error(r.error().message);
-      checkpointer_ = std::thread([this] { checkpoint_loop(); });
+      checkpointer_ = std::thread([this] {
+        name_this_thread("ps-sql-ckpt");
+        checkpoint_loop();
+      });
     } catch (const std::exception& e) {
       // Without the thread, fall back to SQLite's automatic checkpoints in the writer.
       log::warn("checkpointer unavailable; checkpointing in the writer", {{"error", e.what()}});
@@ -226,12 +233,12 @@ void Core::submit(Job job, bool urgent) {
   q_cv_.notify_one();
 }
 
-Result<void> Core::run_sync(std::function<Result<void>(Db&, JobCtx&)> body) {
+Result<void> Core::run_sync(std::function<Result<void>(Db&, JobCtx&)> body, bool durable) {
   if (std::this_thread::get_id() == writer_id_.load())
     return Error::internal("synchronous store write called on the store writer thread");
   auto p = std::make_shared<std::promise<Result<void>>>();
   auto f = p->get_future();
-  submit(Job{std::move(body), [p](Result<void> r) { p->set_value(std::move(r)); }}, /*urgent=*/true);
+  submit(Job{std::move(body), [p](Result<void> r) { p->set_value(std::move(r)); }, durable}, /*urgent=*/true);
   return f.get();
 }
 
@@ -278,6 +285,14 @@ void Core::run_batch(std::vector<Job>& batch) {
   JobCtx batch_ctx;
   std::optional<Error> abort_err;
 
+  // fsync only when a job needs it (a projection batch alone is durable in the log).
+  if (opts_.sync_full) {
+    const bool want = std::any_of(batch.begin(), batch.end(), [](const Job& j) { return j.durable; });
+    if (want != synced_) {
+      if (auto s = db.exec(want ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"); s) synced_ = want;
+      else log::warn("cannot switch synchronous", {{"error", s.error().message}});
+    }
+  }
   if (auto b = db.exec("BEGIN IMMEDIATE"); !b) abort_err = b.error();
   for (auto& job : batch) {
     if (abort_err) {

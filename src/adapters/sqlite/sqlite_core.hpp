@@ -57,6 +57,10 @@ struct JobCtx {
 struct Job {
   std::function<Result<void>(Db&, JobCtx&)> body;
   std::function<void(Result<void>)> done;  // called after the commit (or on rejection)
+  // false: the write is durable elsewhere already (the engine log's projection), so its
+  // transaction need not fsync; a batch with any durable job commits with
+  // synchronous=FULL (when sync_full), which also syncs every earlier WAL frame.
+  bool durable = true;
 };
 
 class Core {
@@ -85,7 +89,7 @@ class Core {
   // refused with "store_overloaded" past max_queue).
   void submit(Job job, bool urgent = false);
   // Submits an urgent job and waits for it; refused on the writer thread itself.
-  Result<void> run_sync(std::function<Result<void>(Db&, JobCtx&)> body);
+  Result<void> run_sync(std::function<Result<void>(Db&, JobCtx&)> body, bool durable = true);
   Result<ReadLease> lease_reader();
   const Clock& clock() const { return clock_; }
 
@@ -103,6 +107,7 @@ class Core {
   void checkpoint_loop();
   void run_batch(std::vector<Job>& batch);
   void release_reader(std::unique_ptr<Db> db);
+  bool synced_ = true;  // the writer connection's synchronous setting is FULL (writer-owned)
 
   SqliteOptions opts_;
   const Clock& clock_;

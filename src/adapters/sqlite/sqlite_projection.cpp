@@ -68,7 +68,7 @@ Result<void> SqliteProjection::project(const std::vector<ProjectedWrite>& writes
     PS_QUERY(q, db, "UPDATE log_projection SET lsn = ?1 WHERE id = 1");
     q.bind(1, int64_t(last));
     return q.exec();
-  });
+  }, /*durable=*/false);  // the log holds it: a commit lost at power loss is projected again
 }
 
 Result<std::optional<RefundBasis>> SqliteProjection::refund_basis(const std::string& merchant_id,
