@@ -2,6 +2,9 @@
 
 #include <boost/crc.hpp>
 #include <cstring>
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
 
 namespace ps::wal {
 namespace {
@@ -29,8 +32,35 @@ uint64_t get_u64(const char* p) {
 // Offsets inside the header.
 constexpr size_t kOffLength = 4, kOffLsn = 8, kOffBatch = 16, kOffType = 24, kOffCrc = 25;
 
+// The CPU's CRC-32C instruction (SSE 4.2) where there is one: the log checksums every
+// byte it writes and reads, and the table-driven loop cost ~2 % of the server's CPU under
+// load. Same polynomial and bit order as Crc32c (the records on disk do not change);
+// boost's table stays the fallback, and the tests compare the two.
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t crc_update_hw(uint32_t state, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t c = state;
+  for (; n >= 8; n -= 8, p += 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    c = _mm_crc32_u64(c, v);
+  }
+  uint32_t c32 = uint32_t(c);
+  for (; n > 0; --n, ++p) c32 = _mm_crc32_u8(c32, *p);
+  return c32;
+}
+const bool kHardwareCrc = __builtin_cpu_supports("sse4.2");
+#else
+uint32_t crc_update_hw(uint32_t, const void*, size_t) { return 0; }
+const bool kHardwareCrc = false;
+#endif
+
 uint32_t frame_crc(const char* header, std::string_view payload) {
   // Covers length .. type (the bytes between magic and crc), then the payload.
+  if (kHardwareCrc) {
+    uint32_t c = crc_update_hw(0xFFFFFFFFu, header + kOffLength, kOffCrc - kOffLength);
+    return crc_update_hw(c, payload.data(), payload.size()) ^ 0xFFFFFFFFu;
+  }
   Crc32c c;
   c.process_bytes(header + kOffLength, kOffCrc - kOffLength);
   c.process_bytes(payload.data(), payload.size());
@@ -40,6 +70,11 @@ uint32_t frame_crc(const char* header, std::string_view payload) {
 }  // namespace
 
 uint32_t crc32c(const void* data, size_t n) {
+  if (kHardwareCrc) return crc_update_hw(0xFFFFFFFFu, data, n) ^ 0xFFFFFFFFu;
+  return crc32c_portable(data, n);
+}
+
+uint32_t crc32c_portable(const void* data, size_t n) {
   Crc32c c;
   c.process_bytes(data, n);
   return c.checksum();

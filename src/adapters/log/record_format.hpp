@@ -35,8 +35,10 @@ struct RecordHeader {
   uint8_t type = 0;
 };
 
-// CRC-32C (Castagnoli) of `data`.
+// CRC-32C (Castagnoli) of `data` (the CPU's instruction where there is one), and the
+// table-driven computation the tests compare it with.
 uint32_t crc32c(const void* data, size_t n);
+uint32_t crc32c_portable(const void* data, size_t n);
 
 // Appends one framed record to `out`.
 void encode_record(std::string& out, const RecordHeader& h, std::string_view payload);
