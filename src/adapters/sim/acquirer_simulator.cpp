@@ -119,6 +119,17 @@ AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(
                 "CREATE TABLE IF NOT EXISTS refunds(refund_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL,"
                 " amount_minor INTEGER NOT NULL, calls INTEGER NOT NULL, created_ms INTEGER NOT NULL)");
   exec_or_throw(db_, "CREATE TABLE IF NOT EXISTS voids(payment_id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL)");
+  rdb_ = db_;
+  if (opts_.db_path != ":memory:") {
+    if (sqlite3_open_v2(opts_.db_path.c_str(), &rdb_, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+        SQLITE_OK) {
+      std::string m = rdb_ ? sqlite3_errmsg(rdb_) : "out of memory";
+      sqlite3_close(rdb_);
+      sqlite3_close(db_);
+      throw std::runtime_error("acquirer simulator: cannot open " + opts_.db_path + " for reading: " + m);
+    }
+    sqlite3_busy_timeout(rdb_, 5000);
+  }
   committer_ = std::thread([this] {
     name_this_thread("ps-acquirer-sim");
     committer_loop();
@@ -162,12 +173,15 @@ AcquirerSimulator::~AcquirerSimulator() {
     stopping_ = true;
   }
   commit_cv_.notify_all();
-  if (committer_.joinable()) committer_.join();  // commits what is open first
+  if (committer_.joinable()) committer_.join();  // commits what is gathered first
   std::lock_guard lk(mu_);
-  for (auto& [k, st] : stmts_) sqlite3_finalize(st);
-  stmts_.clear();
+  for (auto& [k, st] : rstmts_) sqlite3_finalize(st);
+  for (auto& [k, st] : wstmts_) sqlite3_finalize(st);
+  rstmts_.clear();
+  wstmts_.clear();
+  if (rdb_ != db_) sqlite3_close(rdb_);
   sqlite3_close(db_);
-  db_ = nullptr;
+  db_ = rdb_ = nullptr;
 }
 
 bool AcquirerSimulator::wait_latency(std::chrono::milliseconds timeout) const {
@@ -200,11 +214,16 @@ Result<AcquirerResult> AcquirerSimulator::charge(const ChargeRequest& req, std::
       // A voided id answers its recorded "not charged" at once (it never records a charge).
       std::unique_lock lk(mu_);
       if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
-      auto v = voided_locked(req.payment_id);
-      if (!v) return v.error();
-      if (*v) {
-        if (auto w = wait_read_committed(lk); !w) return w.error();
-        return voided_result();
+      for (;;) {
+        if (auto pv = pending_voids_.find(req.payment_id); pv != pending_voids_.end()) {
+          auto g = pv->second;
+          if (wait_committed(lk, g)) return voided_result();
+          continue;  // that void failed: look again
+        }
+        auto v = committed_void(req.payment_id);
+        if (!v) return v.error();
+        if (*v) return voided_result();
+        break;
       }
     }
     std::this_thread::sleep_for(timeout);
@@ -216,58 +235,56 @@ Result<AcquirerResult> AcquirerSimulator::charge(const ChargeRequest& req, std::
 
   std::unique_lock lk(mu_);
   if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
-  AcquirerResult r;
-  r.acquirer_ref = deterministic_id("ch_", req.payment_id);
-  {
-    Borrowed sel(stmt(kSelectCharge));
-    if (!sel.ok()) return db_error(db_, "prepare select charge");
-    sel.bind(1, req.payment_id);
-    int rc = sel.step();
-    if (rc == SQLITE_ROW) {
-      r.approved = sel.i64(0) != 0;
-      r.decline_code = sel.text(1);
-    } else if (rc != SQLITE_DONE) {
-      return db_error(db_, "select charge");
+  for (;;) {
+    std::optional<AcquirerResult> stored;
+    if (auto pc = pending_charges_.find(req.payment_id); pc != pending_charges_.end()) {
+      auto [result, g] = pc->second;
+      if (!wait_committed(lk, g)) continue;  // that charge failed and stored nothing: look again
+      stored = std::move(result);
     } else {
-      r.acquirer_ref.clear();
+      auto c = committed_charge(req.payment_id);
+      if (!c) return c.error();
+      stored = std::move(*c);
     }
-  }
-  if (!r.acquirer_ref.empty()) {  // a repeated charge: the stored result, one more call
-    auto gen = join_group();
-    if (!gen) return gen.error();
-    {
-      Borrowed upd(stmt(kCountChargeCall));  // reset before mu_ is released below
-      if (!upd.ok() || upd.bind(1, req.payment_id).step() != SQLITE_DONE) return write_error("update calls");
+    if (stored) {  // a repeated charge: the stored result, one more call
+      Write w;
+      w.kind = Write::Kind::charge_call;
+      w.id = req.payment_id;
+      auto g = add_write(std::move(w));
+      if (!g) return g.error();
+      if (auto c = wait_committed(lk, *g); !c) return c.error();
+      return *stored;
     }
-    if (auto w = wait_committed(lk, *gen); !w) return w.error();
-    return r;
-  }
-  {
     // Voided by a lookup before this charge got here: declined, nothing stored.
-    auto v = voided_locked(req.payment_id);
-    if (!v) return v.error();
-    if (*v) {
-      if (auto w = wait_read_committed(lk); !w) return w.error();
-      return voided_result();
+    if (auto pv = pending_voids_.find(req.payment_id); pv != pending_voids_.end()) {
+      auto g = pv->second;
+      if (wait_committed(lk, g)) return voided_result();
+      continue;
     }
+    auto v = committed_void(req.payment_id);
+    if (!v) return v.error();
+    if (*v) return voided_result();
+    break;
   }
   if (req.source == "tok_transient" && !transient_seen_.count(req.payment_id)) {
     if (transient_seen_.size() >= kMaxTransientSeen) transient_seen_.clear();
     transient_seen_.insert(req.payment_id);
     return Error::unavailable("acquirer_transient", "simulated transient acquirer failure (first call)");
   }
-  r = decide(req.source);
+  AcquirerResult r = decide(req.source);
   r.acquirer_ref = deterministic_id("ch_", req.payment_id);
-  auto gen = join_group();
-  if (!gen) return gen.error();
-  {
-    Borrowed ins(stmt(kInsertCharge));  // reset before mu_ is released below
-    if (!ins.ok()) return db_error(db_, "prepare insert charge");
-    ins.bind(1, req.payment_id).bind(2, req.amount_minor).bind(3, req.currency).bind(4, req.source)
-        .bind(5, int64_t(r.approved ? 1 : 0)).bind(6, r.decline_code).bind(7, now_ms());
-    if (ins.step() != SQLITE_DONE) return write_error("insert charge");
-  }
-  if (auto w = wait_committed(lk, *gen); !w) return w.error();
+  Write w;
+  w.kind = Write::Kind::charge;
+  w.id = req.payment_id;
+  w.amount_minor = req.amount_minor;
+  w.currency = req.currency;
+  w.source = req.source;
+  w.approved = r.approved;
+  w.decline_code = r.decline_code;
+  auto g = add_write(std::move(w));
+  if (!g) return g.error();
+  pending_charges_[req.payment_id] = {r, *g};
+  if (auto c = wait_committed(lk, *g); !c) return c.error();
   return r;
 }
 
@@ -279,34 +296,38 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
 
   std::unique_lock lk(mu_);
   if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
-  // A decline must rest on committed data only (another caller's open group may fail).
-  wait_no_open_group(lk);
+  // A decision rests on committed rows only: wait out anything pending for this payment
+  // or refund (one refund of a payment at a time; refunds are rare).
+  commit_cv_.wait(lk, [&] {
+    auto n = pending_refunds_of_payment_.find(req.payment_id);
+    return !pending_charges_.count(req.payment_id) && !pending_refunds_.count(req.refund_id) &&
+           (n == pending_refunds_of_payment_.end() || n->second == 0);
+  });
   AcquirerResult r;
   r.acquirer_ref = deterministic_id("rf_", req.refund_id);
   bool stored = false;
   {
-    Borrowed sel(stmt(kSelectRefund));
-    if (!sel.ok()) return db_error(db_, "prepare select refund");
+    Borrowed sel(stmt(rdb_, rstmts_, kSelectRefund));
+    if (!sel.ok()) return db_error(rdb_, "prepare select refund");
     sel.bind(1, req.refund_id);
     int rc = sel.step();
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(db_, "select refund");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(rdb_, "select refund");
     stored = rc == SQLITE_ROW;
   }
   if (stored) {  // a repeated refund: approved again, one more call
-    auto gen = join_group();
-    if (!gen) return gen.error();
-    {
-      Borrowed upd(stmt(kCountRefundCall));
-      if (!upd.ok() || upd.bind(1, req.refund_id).step() != SQLITE_DONE) return write_error("update calls");
-    }
-    if (auto w = wait_committed(lk, *gen); !w) return w.error();
+    Write w;
+    w.kind = Write::Kind::refund_call;
+    w.id = req.refund_id;
+    auto g = add_write(std::move(w));
+    if (!g) return g.error();
+    if (auto c = wait_committed(lk, *g); !c) return c.error();
     r.approved = true;
     return r;
   }
   int64_t charged = 0;
   {
-    Borrowed sel(stmt(kSelectApprovedCharge));
-    if (!sel.ok()) return db_error(db_, "prepare select charge");
+    Borrowed sel(stmt(rdb_, rstmts_, kSelectApprovedCharge));
+    if (!sel.ok()) return db_error(rdb_, "prepare select charge");
     sel.bind(1, req.payment_id);
     int rc = sel.step();
     if (rc == SQLITE_DONE) {
@@ -314,13 +335,13 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
       r.decline_code = "charge_not_found";
       return r;
     }
-    if (rc != SQLITE_ROW) return db_error(db_, "select charge");
+    if (rc != SQLITE_ROW) return db_error(rdb_, "select charge");
     charged = sel.i64(0);
   }
   int64_t refunded = 0;
   {
-    Borrowed sum(stmt(kSumRefunds));
-    if (!sum.ok() || sum.bind(1, req.payment_id).step() != SQLITE_ROW) return db_error(db_, "sum refunds");
+    Borrowed sum(stmt(rdb_, rstmts_, kSumRefunds));
+    if (!sum.ok() || sum.bind(1, req.payment_id).step() != SQLITE_ROW) return db_error(rdb_, "sum refunds");
     refunded = sum.i64(0);
   }
   if (req.amount_minor <= 0 || req.amount_minor > charged - refunded) {
@@ -328,15 +349,16 @@ Result<AcquirerResult> AcquirerSimulator::refund(const AcquirerRefundRequest& re
     r.decline_code = "amount_exceeds_charge";
     return r;
   }
-  auto gen = join_group();
-  if (!gen) return gen.error();
-  {
-    Borrowed ins(stmt(kInsertRefund));
-    if (!ins.ok()) return db_error(db_, "prepare insert refund");
-    ins.bind(1, req.refund_id).bind(2, req.payment_id).bind(3, req.amount_minor).bind(4, now_ms());
-    if (ins.step() != SQLITE_DONE) return write_error("insert refund");
-  }
-  if (auto w = wait_committed(lk, *gen); !w) return w.error();
+  Write w;
+  w.kind = Write::Kind::refund;
+  w.id = req.refund_id;
+  w.payment_id = req.payment_id;
+  w.amount_minor = req.amount_minor;
+  auto g = add_write(std::move(w));
+  if (!g) return g.error();
+  pending_refunds_[req.refund_id] = {req.payment_id, *g};
+  ++pending_refunds_of_payment_[req.payment_id];
+  if (auto c = wait_committed(lk, *g); !c) return c.error();
   r.approved = true;
   return r;
 }
@@ -347,77 +369,77 @@ Result<std::optional<AcquirerResult>> AcquirerSimulator::lookup_charge(const std
     return Error::timeout("acquirer did not answer within " + std::to_string(timeout.count()) + " ms");
   std::unique_lock lk(mu_);
   if (!db_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
-  // Under mu_ a charge of this id cannot run between the reads and the void below.
-  std::optional<AcquirerResult> found;
-  {
-    Borrowed sel(stmt(kSelectCharge));  // reset before mu_ may be released below
-    if (!sel.ok()) return db_error(db_, "prepare select charge");
-    sel.bind(1, payment_id);
-    int rc = sel.step();
-    if (rc == SQLITE_ROW) {
-      found.emplace();
-      found->approved = sel.i64(0) != 0;
-      found->decline_code = sel.text(1);
-      found->acquirer_ref = deterministic_id("ch_", payment_id);
-    } else if (rc != SQLITE_DONE) {
-      return db_error(db_, "select charge");
+  // Under mu_ a charge of this id cannot be added between the reads and the void below.
+  for (;;) {
+    if (auto pc = pending_charges_.find(payment_id); pc != pending_charges_.end()) {
+      auto [result, g] = pc->second;
+      if (wait_committed(lk, g)) return std::optional<AcquirerResult>(std::move(result));
+      continue;
     }
+    auto c = committed_charge(payment_id);
+    if (!c) return c.error();
+    if (*c) return c;  // charged: its recorded result
+    if (auto pv = pending_voids_.find(payment_id); pv != pending_voids_.end()) {
+      auto g = pv->second;
+      if (wait_committed(lk, g)) return std::optional<AcquirerResult>();
+      continue;
+    }
+    auto v = committed_void(payment_id);
+    if (!v) return v.error();
+    if (*v) return std::optional<AcquirerResult>();  // voided before: the same definitive answer
+    break;
   }
-  if (found) {  // charged: its recorded result, once that is committed
-    if (auto w = wait_read_committed(lk); !w) return w.error();
-    return found;
-  }
-  auto v = voided_locked(payment_id);
-  if (!v) return v.error();
-  if (*v) {  // voided before: the same definitive answer
-    if (auto w = wait_read_committed(lk); !w) return w.error();
-    return std::optional<AcquirerResult>();
-  }
-  auto gen = join_group();
-  if (!gen) return gen.error();
-  {
-    Borrowed ins(stmt(kInsertVoid));
-    if (!ins.ok()) return db_error(db_, "prepare insert void");
-    ins.bind(1, payment_id).bind(2, now_ms());
-    if (ins.step() != SQLITE_DONE) return write_error("insert void");
-  }
-  if (auto w = wait_committed(lk, *gen); !w) return w.error();  // the void is durable before the answer
+  Write w;
+  w.kind = Write::Kind::void_;
+  w.id = payment_id;
+  auto g = add_write(std::move(w));
+  if (!g) return g.error();
+  pending_voids_[payment_id] = *g;
+  if (auto c = wait_committed(lk, *g); !c) return c.error();  // the void is durable before the answer
   return std::optional<AcquirerResult>();
 }
 
-Result<bool> AcquirerSimulator::voided_locked(const std::string& payment_id) {
-  Borrowed sel(stmt(kSelectVoid));
-  if (!sel.ok()) return db_error(db_, "prepare select void");
+Result<std::optional<AcquirerResult>> AcquirerSimulator::committed_charge(const std::string& payment_id) {
+  Borrowed sel(stmt(rdb_, rstmts_, kSelectCharge));
+  if (!sel.ok()) return db_error(rdb_, "prepare select charge");
   sel.bind(1, payment_id);
   int rc = sel.step();
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(db_, "select void");
+  if (rc == SQLITE_DONE) return std::optional<AcquirerResult>();
+  if (rc != SQLITE_ROW) return db_error(rdb_, "select charge");
+  AcquirerResult r;
+  r.approved = sel.i64(0) != 0;
+  r.decline_code = sel.text(1);
+  r.acquirer_ref = deterministic_id("ch_", payment_id);
+  return std::optional<AcquirerResult>(std::move(r));
+}
+
+Result<bool> AcquirerSimulator::committed_void(const std::string& payment_id) {
+  Borrowed sel(stmt(rdb_, rstmts_, kSelectVoid));
+  if (!sel.ok()) return db_error(rdb_, "prepare select void");
+  sel.bind(1, payment_id);
+  int rc = sel.step();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(rdb_, "select void");
   return rc == SQLITE_ROW;
 }
 
-Result<void> AcquirerSimulator::wait_read_committed(std::unique_lock<std::mutex>& lk) {
-  if (!open_) return {};  // no open group: what was read is committed
-  auto g = open_;
-  return wait_committed(lk, g);
-}
-
-sqlite3_stmt* AcquirerSimulator::stmt(const char* sql) {
-  for (auto& [k, st] : stmts_)
+sqlite3_stmt* AcquirerSimulator::stmt(sqlite3* db, std::vector<std::pair<const char*, sqlite3_stmt*>>& cache,
+                                      const char* sql) {
+  for (auto& [k, st] : cache)
     if (k == sql) return st;
   sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) return nullptr;
-  stmts_.emplace_back(sql, st);
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) return nullptr;
+  cache.emplace_back(sql, st);
   return st;
 }
 
-Result<std::shared_ptr<AcquirerSimulator::Group>> AcquirerSimulator::join_group() {
+Result<std::shared_ptr<AcquirerSimulator::Group>> AcquirerSimulator::add_write(Write w) {
   if (stopping_) return Error::unavailable("acquirer_closed", "acquirer simulator is shutting down");
-  if (!open_) {
-    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
-      return db_error(db_, "begin");
-    open_ = std::make_shared<Group>();
+  if (!gathering_) {
+    gathering_ = std::make_shared<Group>();
     commit_cv_.notify_all();
   }
-  return open_;
+  gathering_->writes.push_back(std::move(w));
+  return gathering_;
 }
 
 Result<void> AcquirerSimulator::wait_committed(std::unique_lock<std::mutex>& lk, const std::shared_ptr<Group>& g) {
@@ -426,63 +448,117 @@ Result<void> AcquirerSimulator::wait_committed(std::unique_lock<std::mutex>& lk,
   return {};
 }
 
-Error AcquirerSimulator::write_error(const char* what) {
-  Error e = db_error(db_, what);
-  if (open_ && sqlite3_get_autocommit(db_)) {  // SQLite rolled the whole group back
-    open_->ok = false;
-    open_->error = e.message;
-    open_->done = true;
-    open_.reset();
-    commit_cv_.notify_all();
-  }
-  return e;
+void AcquirerSimulator::wait_idle(std::unique_lock<std::mutex>& lk) {
+  commit_cv_.wait(lk, [&] { return !gathering_ && !committing_; });
 }
 
-void AcquirerSimulator::wait_no_open_group(std::unique_lock<std::mutex>& lk) {
-  while (open_) {
-    auto g = open_;
-    commit_cv_.wait(lk, [&] { return g->done; });
+Result<void> AcquirerSimulator::apply(const Write& w) {
+  switch (w.kind) {
+    case Write::Kind::charge: {
+      Borrowed ins(stmt(db_, wstmts_, kInsertCharge));
+      if (!ins.ok()) return db_error(db_, "prepare insert charge");
+      ins.bind(1, w.id).bind(2, w.amount_minor).bind(3, w.currency).bind(4, w.source)
+          .bind(5, int64_t(w.approved ? 1 : 0)).bind(6, w.decline_code).bind(7, now_ms());
+      if (ins.step() != SQLITE_DONE) return db_error(db_, "insert charge");
+      return {};
+    }
+    case Write::Kind::charge_call: {
+      Borrowed upd(stmt(db_, wstmts_, kCountChargeCall));
+      if (!upd.ok() || upd.bind(1, w.id).step() != SQLITE_DONE) return db_error(db_, "update calls");
+      return {};
+    }
+    case Write::Kind::refund: {
+      Borrowed ins(stmt(db_, wstmts_, kInsertRefund));
+      if (!ins.ok()) return db_error(db_, "prepare insert refund");
+      ins.bind(1, w.id).bind(2, w.payment_id).bind(3, w.amount_minor).bind(4, now_ms());
+      if (ins.step() != SQLITE_DONE) return db_error(db_, "insert refund");
+      return {};
+    }
+    case Write::Kind::refund_call: {
+      Borrowed upd(stmt(db_, wstmts_, kCountRefundCall));
+      if (!upd.ok() || upd.bind(1, w.id).step() != SQLITE_DONE) return db_error(db_, "update refund calls");
+      return {};
+    }
+    case Write::Kind::void_: {
+      Borrowed ins(stmt(db_, wstmts_, kInsertVoid));
+      if (!ins.ok()) return db_error(db_, "prepare insert void");
+      ins.bind(1, w.id).bind(2, now_ms());
+      if (ins.step() != SQLITE_DONE) return db_error(db_, "insert void");
+      return {};
+    }
   }
+  return Error::internal("unknown simulator write");
 }
 
 void AcquirerSimulator::committer_loop() {
   std::unique_lock lk(mu_);
   for (;;) {
-    commit_cv_.wait(lk, [&] { return stopping_ || open_; });
-    if (!open_) break;  // stopping, nothing open
-    auto g = std::move(open_);
-    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    commit_cv_.wait(lk, [&] { return stopping_ || gathering_; });
+    if (!gathering_) break;  // stopping, nothing gathered
+    auto g = std::move(gathering_);
+    committing_ = g;
+    lk.unlock();
+    // Outside mu_: the next group gathers (and reads go on) while this one commits.
+    Result<void> r;
+    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) r = db_error(db_, "begin");
+    for (size_t i = 0; r && i < g->writes.size(); ++i) r = apply(g->writes[i]);
+    if (r && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) r = db_error(db_, "commit");
+    if (!r && !sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    lk.lock();
+    if (!r) {
       g->ok = false;
-      g->error = sqlite3_errmsg(db_);
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      g->error = r.error().message;
     }
     g->done = true;
+    committing_.reset();
+    for (const Write& w : g->writes) {  // committed (or gone): the rows answer from here on
+      switch (w.kind) {
+        case Write::Kind::charge:
+          if (auto it = pending_charges_.find(w.id); it != pending_charges_.end() && it->second.second == g)
+            pending_charges_.erase(it);
+          break;
+        case Write::Kind::void_:
+          if (auto it = pending_voids_.find(w.id); it != pending_voids_.end() && it->second == g) pending_voids_.erase(it);
+          break;
+        case Write::Kind::refund:
+          if (auto it = pending_refunds_.find(w.id); it != pending_refunds_.end() && it->second.second == g) {
+            if (--pending_refunds_of_payment_[w.payment_id] <= 0) pending_refunds_of_payment_.erase(w.payment_id);
+            pending_refunds_.erase(it);
+          }
+          break;
+        default:
+          break;
+      }
+    }
     commit_cv_.notify_all();
   }
 }
 
 Result<int64_t> AcquirerSimulator::charge_count() {
-  std::lock_guard lk(mu_);
-  Borrowed sel(stmt(kCountCharges));
-  if (!sel.ok() || sel.step() != SQLITE_ROW) return db_error(db_, "count charges");
+  std::unique_lock lk(mu_);
+  wait_idle(lk);
+  Borrowed sel(stmt(rdb_, rstmts_, kCountCharges));
+  if (!sel.ok() || sel.step() != SQLITE_ROW) return db_error(rdb_, "count charges");
   return sel.i64(0);
 }
 
 Result<int64_t> AcquirerSimulator::void_count() {
-  std::lock_guard lk(mu_);
-  Borrowed sel(stmt(kCountVoids));
-  if (!sel.ok() || sel.step() != SQLITE_ROW) return db_error(db_, "count voids");
+  std::unique_lock lk(mu_);
+  wait_idle(lk);
+  Borrowed sel(stmt(rdb_, rstmts_, kCountVoids));
+  if (!sel.ok() || sel.step() != SQLITE_ROW) return db_error(rdb_, "count voids");
   return sel.i64(0);
 }
 
 Result<int64_t> AcquirerSimulator::calls_for(const std::string& payment_id) {
-  std::lock_guard lk(mu_);
-  Borrowed sel(stmt(kSelectCalls));
-  if (!sel.ok()) return db_error(db_, "prepare calls");
+  std::unique_lock lk(mu_);
+  wait_idle(lk);
+  Borrowed sel(stmt(rdb_, rstmts_, kSelectCalls));
+  if (!sel.ok()) return db_error(rdb_, "prepare calls");
   sel.bind(1, payment_id);
   int rc = sel.step();
   if (rc == SQLITE_DONE) return int64_t{0};
-  if (rc != SQLITE_ROW) return db_error(db_, "calls");
+  if (rc != SQLITE_ROW) return db_error(rdb_, "calls");
   return sel.i64(0);
 }
 

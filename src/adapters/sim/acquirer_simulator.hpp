@@ -31,12 +31,15 @@
 //   voids(payment_id TEXT PRIMARY KEY, created_ms)   ids a lookup found not charged
 // A repeated charge (same payment_id) or refund (same refund_id) returns the stored result,
 // increments `calls` and moves money once — also across a restart on the same file.
-// Group commit: concurrent calls write into one open transaction; a committer thread
-// commits it and only then do those calls return (a returned charge is committed), so
-// the simulator costs one commit per group of concurrent calls, not one per call.
-// Checkpoints run on a second connection and thread (wal_autocheckpoint off), outside
-// the commits.
-// Thread-safety: thread-safe (one mutex around the database; sleeps happen outside it).
+// Group commit: a call's row change joins the group gathering in memory; a committer
+// thread writes and commits each group in one transaction, outside the simulator's lock,
+// while the next group gathers; a call returns only after its group committed (a returned
+// charge is committed), and a failed group fails every call in it. Reads see committed
+// rows (a second connection) plus what is gathering or committing, and wait for that
+// group before they answer from it. Checkpoints run on a third connection and thread
+// (wal_autocheckpoint off).
+// Thread-safety: thread-safe (one mutex around the reads and the pending rows; commits and
+// sleeps happen outside it).
 // Construction throws std::runtime_error if the database cannot be opened (start-up only).
 #pragma once
 #include <chrono>
@@ -48,6 +51,7 @@
 #include <random>
 #include <thread>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -87,45 +91,59 @@ class AcquirerSimulator final : public Acquirer {
   // Sleeps the configured latency; false (after sleeping `timeout`) if it exceeds timeout.
   bool wait_latency(std::chrono::milliseconds timeout) const;
   bool random_failure();
-  // One group transaction: its outcome, read by every caller that wrote in it.
+  // One row change, applied by the committer.
+  struct Write {
+    enum class Kind { charge, charge_call, refund, refund_call, void_ } kind = Kind::charge;
+    std::string id;          // payment id (charge, charge_call, void_) or refund id
+    std::string payment_id;  // refunds
+    int64_t amount_minor = 0;
+    std::string currency, source, decline_code;
+    bool approved = false;
+  };
+  // The writes gathered while the previous group committed; committed together.
   struct Group {
+    std::vector<Write> writes;
     bool done = false;
     bool ok = true;
     std::string error;
   };
-  // Called with mu_ held before a write: opens the group transaction if needed and
-  // returns the group whose commit makes the write durable (refused while stopping).
-  Result<std::shared_ptr<Group>> join_group();
+  // Under mu_: adds `w` to the gathering group (woken committer) and returns that group.
+  Result<std::shared_ptr<Group>> add_write(Write w);
   // Waits (releasing `lk`) until `g` is committed or failed; its outcome.
   Result<void> wait_committed(std::unique_lock<std::mutex>& lk, const std::shared_ptr<Group>& g);
-  // After a failed write: if SQLite rolled the whole transaction back, the open group
-  // failed (its callers are told). Returns the error for this call.
-  Error write_error(const char* what);
-  // Waits (releasing `lk`) until no group is open, so reads see only committed data.
-  void wait_no_open_group(std::unique_lock<std::mutex>& lk);
-  // After a read under mu_ that found a row: the row is committed, or in the open group;
-  // waits (releasing `lk`) for that group's commit. An error if it failed (row gone).
-  Result<void> wait_read_committed(std::unique_lock<std::mutex>& lk);
-  // Under mu_: whether `payment_id` is voided (committed or in the open group).
-  Result<bool> voided_locked(const std::string& payment_id);
+  // Waits (releasing `lk`) until nothing is gathering or committing.
+  void wait_idle(std::unique_lock<std::mutex>& lk);
+  // Committed rows, on the read connection (mu_ held).
+  Result<std::optional<AcquirerResult>> committed_charge(const std::string& payment_id);
+  Result<bool> committed_void(const std::string& payment_id);
   void committer_loop();
   void checkpoint_loop();
-  sqlite3_stmt* stmt(const char* sql);  // cached prepared statement (mu_ held)
+  Result<void> apply(const Write& w);                      // committer: one write on db_
+  sqlite3_stmt* stmt(sqlite3* db, std::vector<std::pair<const char*, sqlite3_stmt*>>& cache, const char* sql);
 
   const AcquirerSimOptions opts_;
   std::mutex mu_;
-  sqlite3* db_ = nullptr;
+  sqlite3* db_ = nullptr;    // the committer's (writes); also reads for ":memory:"
+  sqlite3* rdb_ = nullptr;   // reads of committed rows (mu_ held); == db_ for ":memory:"
   std::mt19937_64 rng_;
   std::unordered_set<std::string> transient_seen_;  // bounded: cleared past 100k entries
-  std::vector<std::pair<const char*, sqlite3_stmt*>> stmts_;
+  std::vector<std::pair<const char*, sqlite3_stmt*>> rstmts_;  // on rdb_ (mu_ held)
+  std::vector<std::pair<const char*, sqlite3_stmt*>> wstmts_;  // on db_ (committer)
 
-  // Group commit state (under mu_).
-  std::condition_variable commit_cv_;  // committer: a transaction is open; callers: a commit ended
-  std::shared_ptr<Group> open_;  // the open transaction's group; null when none is open
+  // Group commit (under mu_): writes gather while the previous group commits, outside
+  // mu_, on the committer thread; what is gathering or committing is also in these maps,
+  // so a read sees it and waits for its group before answering from it.
+  std::condition_variable commit_cv_;  // committer: writes gathered; callers: a commit ended
+  std::shared_ptr<Group> gathering_;
+  std::shared_ptr<Group> committing_;
+  std::unordered_map<std::string, std::pair<AcquirerResult, std::shared_ptr<Group>>> pending_charges_;
+  std::unordered_map<std::string, std::shared_ptr<Group>> pending_voids_;
+  std::unordered_map<std::string, std::pair<std::string, std::shared_ptr<Group>>> pending_refunds_;  // id -> payment
+  std::unordered_map<std::string, int> pending_refunds_of_payment_;
   bool stopping_ = false;
   std::thread committer_;
   // WAL checkpoints on their own connection and thread (PASSIVE every 50 ms), so a commit
-  // never copies the WAL into the database while every caller waits on mu_.
+  // never copies the WAL into the database file.
   sqlite3* checkpoint_db_ = nullptr;
   std::mutex ck_mu_;
   std::condition_variable ck_cv_;
