@@ -148,9 +148,10 @@ void add_serve_options(CLI::App& c, ServeConfig& s) {
   opt(c, "--store-max-queue", s.store_max_queue,
       "writes waiting for the store before new payments get 503 store_overloaded + Retry-After (bounds queueing delay under overload)");
   c.add_option("--engine", s.engine,
-               "sqlite|log: log = every write is one record in an append-only, group-committed segment log "
+               "log|sqlite: log = every write is one record in an append-only, group-committed segment log "
                "(fsync'd before it is answered), the stages exchange records in memory, and SQLite is "
-               "projected off the request path")
+               "projected off the request path; sqlite = the previous engine (SQLite is log and state). "
+               "A data dir keeps the engine it was started with")
       ->envname("PAYSTREAM_ENGINE")->transform(CLI::IsMember({"sqlite", "log"}))
       ->capture_default_str();
   opt(c, "--max-backlog-records", s.max_backlog_records,

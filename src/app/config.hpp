@@ -37,9 +37,10 @@ struct ServeConfig {
   bool fsync = true;
   int64_t store_max_batch = 512;
   int64_t store_max_queue = 8192;  // queued payments before 503 store_overloaded (load shedding)
-  // "sqlite": the store is log and state; "log": the log-first engine (data-dir/engine-log,
-  // stages on its in-memory bus, the store a projection: adapters/embedded/log_engine.hpp).
-  std::string engine = "sqlite";
+  // "log" (default): the log-first engine (data-dir/engine-log, stages on its in-memory
+  // bus, the store a projection: adapters/embedded/log_engine.hpp); "sqlite": the store
+  // is log and state (the previous engine, kept while the log engine settles in).
+  std::string engine = "log";
   // Intake admission (serve): records the settling stages have yet to consume, and the
   // age of the oldest, before new payments get 503 store_overloaded. 0 = off.
   int64_t max_backlog_records = 4000;

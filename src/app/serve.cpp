@@ -71,6 +71,12 @@ int run_serve(const ServeConfig& cfg) {
   // The engine's projection writes the same hot pages (balances, index roots) many times a
   // second: checkpointing them every 500 ms instead of 25 ms copies each once per interval.
   if (cfg.engine == "log") store_opts.checkpoint_interval_ms = 500;
+  if (cfg.engine == "sqlite" && fs::exists(fs::path(cfg.data_dir) / "engine-log")) {
+    // The log engine's stages keep their records in its log, which this engine never reads.
+    log::error("this data dir is run by the log engine; start it with --engine log (switching back is not supported)",
+               {{"data_dir", cfg.data_dir}});
+    return 1;
+  }
   auto opened = SqliteStore::open(store_opts, clock);
   if (!opened) {
     log::error("cannot open store", {{"path", store_opts.path}, {"error", opened.error().message}});

@@ -36,7 +36,7 @@ def binary_path() -> str:
 
 def suite_serve_flags() -> list[str]:
     """Flags every `paystream serve` of the suite gets after its own (the test runner's
-    PAYSTREAM_E2E_SERVE_FLAGS, e.g. "--engine log": the same suite against that engine)."""
+    PAYSTREAM_E2E_SERVE_FLAGS, e.g. "--engine sqlite": the same suite against that engine)."""
     return os.environ.get("PAYSTREAM_E2E_SERVE_FLAGS", "").split()
 
 

@@ -107,6 +107,19 @@ Result<std::unique_ptr<LogEngine>> LogEngine::open(LogEngineOptions opts, wal::L
   if (!log) return log.error();
   if (auto r = flush(); !r) return r.error();
   const uint64_t last = (*log)->next_lsn() - 1;
+  if (last == 0 && !opts.groups.empty()) {
+    // A new log over a store the SQLite engine ran: its stages' unconsumed records would
+    // never be read by this engine's stages.
+    std::vector<std::pair<std::string, std::vector<std::string>>> subs;
+    for (const auto& g : opts.groups) subs.emplace_back(g.group, g.topics);
+    auto waiting = store.projection().unconsumed_store_events(subs);
+    if (!waiting) return waiting.error();
+    if (*waiting > 0)
+      return Error::conflict("engine_switch_undrained",
+                             "this data dir holds " + std::to_string(*waiting) +
+                                 " pipeline records the SQLite engine has not settled; start it with --engine sqlite "
+                                 "until paystream_pipeline_backlog_records is 0, then switch to --engine log");
+  }
   if (last < *at)
     return Error::internal("engine_log_behind: the engine log in " + opts.log.dir + " ends at record " +
                            std::to_string(last) + " but the store holds records up to " + std::to_string(*at) +
@@ -208,11 +221,13 @@ void LogEngine::feed_bus(const ProjectedWrite& w, bool fresh) {
       put(std::string(topic_for(w.refund_event.type)), event_offset(w.lsn, 0), w.refund_event);
       break;
     case Kind::stage_commit:
-      for (size_t i = 0; i < w.effects.produce.size(); ++i)
-        put(std::string(topic_for(w.effects.produce[i].type)), event_offset(w.lsn, i), w.effects.produce[i]);
+      // Consumed before produced: a concurrent look at the backlog never counts a record
+      // twice (once waiting for this stage, once for the next).
       bus_.commit(w.group, w.positions);
       if (opts_.backlog)
         for (const auto& [topic, pos] : w.positions) opts_.backlog->consumed(w.group, topic, pos);
+      for (size_t i = 0; i < w.effects.produce.size(); ++i)
+        put(std::string(topic_for(w.effects.produce[i].type)), event_offset(w.lsn, i), w.effects.produce[i]);
       break;
     case Kind::replay:
       if (!w.replay_topic.empty()) put(w.replay_topic, w.new_offset, w.replay_event);

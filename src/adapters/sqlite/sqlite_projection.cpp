@@ -89,6 +89,23 @@ Result<std::map<std::pair<std::string, std::string>, int64_t>> SqliteProjection:
   return out;
 }
 
+Result<int64_t> SqliteProjection::unconsumed_store_events(
+    const std::vector<std::pair<std::string, std::vector<std::string>>>& groups) {
+  int64_t n = 0;
+  PS_LEASE_FROM(core_, db);
+  for (const auto& [group, topics] : groups)
+    for (const auto& topic : topics) {
+      PS_QUERY(q, db,
+               "SELECT COUNT(*) FROM events WHERE topic = ?1 AND offset > "
+               "COALESCE((SELECT position FROM consumer_positions WHERE group_id = ?2 AND topic = ?1), 0)");
+      q.bind_all(topic, group);
+      auto c = scalar_i64(q);
+      if (!c) return c.error();
+      n += *c;
+    }
+  return n;
+}
+
 Result<std::optional<std::string>> SqliteProjection::merchant_of_event(const std::string& event_id) {
   PS_LEASE_FROM(core_, db);
   PS_QUERY(q, db, "SELECT merchant_id FROM merchant_events WHERE id = ?1");

@@ -77,6 +77,10 @@ class SqliteProjection {
   Result<std::map<std::pair<std::string, std::string>, int64_t>> positions();
   // The merchant of a stored merchant event (webhook letters are redelivered to it).
   Result<std::optional<std::string>> merchant_of_event(const std::string& event_id);
+  // Stage events of the SQLite engine (table events, not tx.dlq) that `group` has not
+  // consumed, summed over the subscriptions: a data dir switched to the log engine must
+  // have none (the log engine's stages never read them).
+  Result<int64_t> unconsumed_store_events(const std::vector<std::pair<std::string, std::vector<std::string>>>& groups);
   // Dead letters `paystream dlq replay` asked the running engine to replay (oldest first),
   // and forgetting one once it is handled.
   Result<std::vector<int64_t>> replay_requests();
