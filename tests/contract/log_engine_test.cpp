@@ -30,7 +30,7 @@ ProjectedWrite sample_payment(const std::string& key, int64_t now) {
 
 TEST(IntakeRecord, PaymentAndResponseRecordsRoundTrip) {
   ProjectedWrite w = sample_payment("k-1", 42);
-  auto d = intake_log::decode(intake_log::record_type(w), intake_log::encode(w));
+  auto d = engine_record::decode(engine_record::record_type(w), engine_record::encode(w));
   ASSERT_TRUE(d.ok()) << d.error().message;
   ASSERT_TRUE(d->payment.has_value());
   const AcceptPayment& a = *w.payment;
@@ -65,7 +65,7 @@ TEST(IntakeRecord, PaymentAndResponseRecordsRoundTrip) {
   r.key = "k-1";
   r.http_status = 201;
   r.body = "{\"status\":\"succeeded\"}";
-  auto e = intake_log::decode(intake_log::record_type(r), intake_log::encode(r));
+  auto e = engine_record::decode(engine_record::record_type(r), engine_record::encode(r));
   ASSERT_TRUE(e.ok()) << e.error().message;
   EXPECT_FALSE(e->payment.has_value());
   EXPECT_EQ(e->merchant_id, "mer_1");
@@ -75,23 +75,23 @@ TEST(IntakeRecord, PaymentAndResponseRecordsRoundTrip) {
 }
 
 TEST(IntakeRecord, EveryTruncationTrailingByteAndUnknownTypeIsRefused) {
-  const std::string full = intake_log::encode(sample_payment("k-2", 1));
+  const std::string full = engine_record::encode(sample_payment("k-2", 1));
   for (size_t n = 0; n < full.size(); ++n) {
-    auto d = intake_log::decode(intake_log::kPaymentAccepted, std::string_view(full).substr(0, n));
+    auto d = engine_record::decode(engine_record::kPaymentAccepted, std::string_view(full).substr(0, n));
     ASSERT_FALSE(d.ok()) << "a " << n << "-byte prefix decoded";
     EXPECT_NE(d.error().message.find("log_record_undecodable"), std::string::npos);
   }
-  EXPECT_FALSE(intake_log::decode(intake_log::kPaymentAccepted, full + "x").ok());
-  EXPECT_FALSE(intake_log::decode(99, full).ok());
+  EXPECT_FALSE(engine_record::decode(engine_record::kPaymentAccepted, full + "x").ok());
+  EXPECT_FALSE(engine_record::decode(99, full).ok());
   std::string other_version = full;
   other_version[0] = 2;
-  EXPECT_FALSE(intake_log::decode(intake_log::kPaymentAccepted, other_version).ok());
+  EXPECT_FALSE(engine_record::decode(engine_record::kPaymentAccepted, other_version).ok());
 }
 
 class LogEngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "ps_intake_log_XXXXXX").string();
+    std::string tmpl = (std::filesystem::temp_directory_path() / "ps_log_engine_XXXXXX").string();
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     dir = tmpl;
   }
@@ -156,8 +156,8 @@ TEST_F(LogEngineTest, RestartReplaysOnlyTheAcknowledgedTailPastTheProjection) {
     auto log = wal::SegmentLog::open(log_opts(), fs, 6, [](const wal::LogRecord&) { return ok(); });
     ASSERT_TRUE(log.ok()) << log.error().message;
     for (int i = 5; i < 8; ++i) {
-      auto r = (*log)->append_wait(intake_log::kPaymentAccepted,
-                                   intake_log::encode_payment(1, payment_cmd("mer_1", "k" + std::to_string(i), 100, 1)));
+      auto r = (*log)->append_wait(engine_record::kPaymentAccepted,
+                                   engine_record::encode_payment(1, payment_cmd("mer_1", "k" + std::to_string(i), 100, 1)));
       ASSERT_TRUE(r.ok()) << r.error().message;
       EXPECT_EQ(*r, uint64_t(i + 1));
     }

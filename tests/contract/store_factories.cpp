@@ -30,6 +30,19 @@ std::filesystem::path make_temp_dir() {
   return tmpl;
 }
 
+std::unique_ptr<SqliteStore> open_sqlite_store(const std::filesystem::path& dir, const Clock& clock) {
+  SqliteOptions o;
+  o.path = (dir / "paystream.db").string();
+  auto r = SqliteStore::open(o, clock);
+  if (!r) throw std::runtime_error("open failed: " + r.error().message);
+  return std::move(r.value());
+}
+
+int64_t count_or_throw(Result<int64_t> r) {
+  if (!r) throw std::runtime_error(r.error().message);
+  return *r;
+}
+
 class SqliteHarness final : public StoreHarness {
  public:
   SqliteHarness() : dir_(make_temp_dir()) { open(); }
@@ -50,20 +63,10 @@ class SqliteHarness final : public StoreHarness {
     store_.reset();
     open();
   }
-  int64_t count_events(const std::string& topic) override {
-    auto r = store_->count_events(topic);
-    if (!r) throw std::runtime_error(r.error().message);
-    return *r;
-  }
+  int64_t count_events(const std::string& topic) override { return count_or_throw(store_->count_events(topic)); }
 
  private:
-  void open() {
-    SqliteOptions o;
-    o.path = (dir_ / "paystream.db").string();
-    auto r = SqliteStore::open(o, clock);
-    if (!r) throw std::runtime_error("open failed: " + r.error().message);
-    store_ = std::move(r.value());
-  }
+  void open() { store_ = open_sqlite_store(dir_, clock); }
   std::filesystem::path dir_;
   std::unique_ptr<SqliteStore> store_;
 };
@@ -112,9 +115,7 @@ class LogEngineHarness final : public StoreHarness {
   int64_t count_events(const std::string& topic) override {
     if (topic != topics::dlq) return int64_t(engine_->bus().appended(topic));
     if (auto w = engine_->await_projection(); !w) throw std::runtime_error(w.error().message);
-    auto r = store_->count_events(topic);  // dead letters are rows of the store
-    if (!r) throw std::runtime_error(r.error().message);
-    return *r;
+    return count_or_throw(store_->count_events(topic));  // dead letters are rows of the store
   }
   // The bus keeps every event it is given (the stages deduplicate, as with Kafka), and a
   // webhook letter is redelivered in the store rather than re-appended.
@@ -123,11 +124,7 @@ class LogEngineHarness final : public StoreHarness {
 
  private:
   void open() {
-    SqliteOptions o;
-    o.path = (dir_ / "paystream.db").string();
-    auto r = SqliteStore::open(o, clock);
-    if (!r) throw std::runtime_error("open failed: " + r.error().message);
-    store_ = std::move(r.value());
+    store_ = open_sqlite_store(dir_, clock);
     LogEngineOptions lo;
     lo.log.dir = (dir_ / "log").string();
     lo.log.segment_bytes = 1u << 20;

@@ -40,6 +40,31 @@ def suite_serve_flags() -> list[str]:
     return os.environ.get("PAYSTREAM_E2E_SERVE_FLAGS", "").split()
 
 
+def kill_loop(srv: "Server", threads: list, stop: threading.Event, rnd, kills: int, run_s: float,
+              gap_s: tuple, down_s: float) -> int:
+    """Starts `threads` (the load), then kill -9s `srv` `kills` times, each after a random
+    gap in `gap_s` and restarted after up to `down_s`; runs until `run_s` has passed, sets
+    `stop` and joins the load. Returns the kills done (the load must have stopped)."""
+    t_start = time.monotonic()
+    for t in threads:
+        t.start()
+    done = 0
+    try:
+        for _ in range(kills):
+            time.sleep(rnd.uniform(*gap_s))
+            srv.kill()
+            done += 1
+            time.sleep(rnd.uniform(0.0, down_s))
+            srv.start()
+        time.sleep(max(0.0, run_s - (time.monotonic() - t_start)))
+    finally:
+        stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "load threads did not stop"
+    return done
+
+
 def wait_until(pred: Callable[[], Any], timeout_s: float, interval_s: float = 0.05,
                what: str = "condition") -> Any:
     """Polls pred() until it returns a truthy value; returns it. Fails after timeout_s."""

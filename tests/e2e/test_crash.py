@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pslib import TERMINAL, new_merchant, wait_until
+from pslib import TERMINAL, kill_loop, new_merchant, wait_until
 
 SEED = 20240601
 THREADS = 8
@@ -37,7 +37,6 @@ def test_kill9_reconcile(server):
     # The rate limit would answer 429 once the server outpaces 1000 payments/s; this test
     # is about crashes.
     m = new_merchant(srv, rate_limit={"per_second": 1000000, "burst": 10000000})
-    t_start = time.monotonic()
     stop = threading.Event()
     lock = threading.Lock()
     acked = {}        # key -> (payment id, amount, source, status code)
@@ -80,22 +79,7 @@ def test_kill9_reconcile(server):
         c.close()
 
     ts = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(THREADS)]
-    for t in ts:
-        t.start()
-    kills = 0
-    try:
-        for _ in range(KILLS):
-            time.sleep(rnd.uniform(1.0, RUN_S / KILLS - 1.0))
-            srv.kill()
-            kills += 1
-            time.sleep(rnd.uniform(0.0, 0.5))
-            srv.start()
-        time.sleep(max(0.0, RUN_S - (time.monotonic() - t_start)))
-    finally:
-        stop.set()
-    for t in ts:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in ts), "load threads did not stop"
+    kills = kill_loop(srv, ts, stop, rnd, KILLS, RUN_S, (1.0, RUN_S / KILLS - 1.0), 0.5)
     assert not unexpected, unexpected[:5]
     assert kills == KILLS
     assert len(acked) > 50, f"too few payments acknowledged: {len(acked)}"

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from pslib import TERMINAL, WebhookReceiver, new_merchant, wait_until
+from pslib import TERMINAL, WebhookReceiver, kill_loop, new_merchant, wait_until
 
 SEED = 20261202
 PAYERS = 8
@@ -127,22 +127,7 @@ def test_kill9_loop_with_refunds_and_webhooks(server):
     threads = ([threading.Thread(target=payer, args=(t,), daemon=True) for t in range(PAYERS)] +
                [threading.Thread(target=refunder, args=(t,), daemon=True) for t in range(REFUNDERS)])
     t_start = time.monotonic()
-    for t in threads:
-        t.start()
-    kills = 0
-    try:
-        for _ in range(KILLS):
-            time.sleep(rnd.uniform(0.5, RUN_S / KILLS * 2 - 0.5 - 0.3))
-            srv.kill()
-            kills += 1
-            time.sleep(rnd.uniform(0.0, 0.3))
-            srv.start()
-        time.sleep(max(0.0, RUN_S - (time.monotonic() - t_start)))
-    finally:
-        stop.set()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "load threads did not stop"
+    kills = kill_loop(srv, threads, stop, rnd, KILLS, RUN_S, (0.5, RUN_S / KILLS * 2 - 0.8), 0.3)
     assert not unexpected, unexpected[:5]
     assert kills == KILLS
     assert len(acked) > 200, f"too few payments acknowledged: {len(acked)}"

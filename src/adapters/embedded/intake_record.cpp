@@ -1,6 +1,6 @@
 #include "adapters/embedded/intake_record.hpp"
 
-namespace ps::intake_log {
+namespace ps::engine_record {
 namespace {
 
 constexpr uint8_t kVersion = 1;
@@ -390,4 +390,4 @@ Result<ProjectedWrite> decode(uint8_t type, std::string_view payload) {
   return w;
 }
 
-}  // namespace ps::intake_log
+}  // namespace ps::engine_record

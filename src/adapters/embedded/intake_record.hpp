@@ -14,7 +14,7 @@
 #include "adapters/sqlite/sqlite_projection.hpp"
 #include "common/result.hpp"
 
-namespace ps::intake_log {
+namespace ps::engine_record {
 
 inline constexpr uint8_t kPaymentAccepted = uint8_t(ProjectedWrite::Kind::payment);
 inline constexpr uint8_t kResponseReplaced = uint8_t(ProjectedWrite::Kind::response);
@@ -26,4 +26,4 @@ std::string encode(const ProjectedWrite& w);
 std::string encode_payment(int64_t now_ms, const AcceptPayment& c);
 Result<ProjectedWrite> decode(uint8_t type, std::string_view payload);
 
-}  // namespace ps::intake_log
+}  // namespace ps::engine_record

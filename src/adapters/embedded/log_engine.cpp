@@ -93,7 +93,7 @@ Result<std::unique_ptr<LogEngine>> LogEngine::open(LogEngineOptions opts, wal::L
   // The retained log, once: its events refill the bus (the bus keeps what a group has not
   // consumed) and the records the store does not hold are projected.
   auto log = wal::SegmentLog::open(opts.log, fs, 1, [&](const wal::LogRecord& rec) -> Result<void> {
-    auto w = intake_log::decode(rec.type, rec.payload);
+    auto w = engine_record::decode(rec.type, rec.payload);
     if (!w) return Error::internal("engine log record " + std::to_string(rec.lsn) + ": " + w.error().message);
     w->lsn = rec.lsn;
     if (w->kind == Kind::replay && !w->replay_topic.empty()) w->new_offset = event_offset(rec.lsn, 0);
@@ -178,14 +178,17 @@ LogEngine::~LogEngine() {
 
 // ---------- the log ----------
 
-void LogEngine::log_write(std::shared_ptr<ProjectedWrite> w, Done done) {
-  std::string payload = w->kind == Kind::payment ? intake_log::encode_payment(w->now_ms, *w->payment)
-                                                 : intake_log::encode(*w);
-  const uint8_t type = intake_log::record_type(*w);
+void LogEngine::log_write(std::shared_ptr<ProjectedWrite> w, Done overlay, Done answer) {
+  std::string payload = w->kind == Kind::payment ? engine_record::encode_payment(w->now_ms, *w->payment)
+                                                 : engine_record::encode(*w);
+  const uint8_t type = engine_record::record_type(*w);
   log_->append(type, std::move(payload),
-               [this, w = std::move(w), done = std::move(done)](Result<uint64_t> r) {
+               [this, w = std::move(w), overlay = std::move(overlay), answer = std::move(answer)](Result<uint64_t> r) {
+                 // The overlay first: once the record is queued for the projection, the
+                 // projection may drop the overlay's entries for it at any moment.
+                 if (overlay) overlay(r);
                  if (r) on_durable(*w, *r);
-                 done(r);
+                 if (answer) answer(r);
                });
 }
 
@@ -320,24 +323,26 @@ void LogEngine::admit(Admission& a) {
   }
   IdempotencyRecord out = cmd.record;
   Payment p = cmd.payment;
-  log_write(w, [this, mk, p = std::move(p), out = std::move(out), cb = std::move(a.cb)](Result<uint64_t> r) mutable {
-    std::vector<Admission> waiters;
-    {
-      std::lock_guard lk(mu_);
-      if (!r) {
-        forget_key(mk, waiters);
-      } else {
+  auto waiters = std::make_shared<std::vector<Admission>>();
+  log_write(
+      w,
+      [this, mk, p = std::move(p), waiters](Result<uint64_t> r) mutable {
+        std::lock_guard lk(mu_);
+        if (!r) {
+          forget_key(mk, *waiters);
+          return;
+        }
         Entry& e = keys_.at(mk);
         e.state = Entry::State::durable;
         e.lsn = *r;
-        waiters.swap(e.waiters);
+        waiters->swap(e.waiters);
         payments_[p.id] = std::move(p);
-      }
-    }
-    if (r) cb(AcceptOutcome{true, std::move(out)});
-    else cb(r.error());
-    for (auto& w2 : waiters) enqueue(std::move(w2));
-  });
+      },
+      [this, out = std::move(out), waiters, cb = std::move(a.cb)](Result<uint64_t> r) mutable {
+        if (r) cb(AcceptOutcome{true, std::move(out)});
+        else cb(r.error());
+        for (auto& w2 : *waiters) enqueue(std::move(w2));
+      });
 }
 
 void LogEngine::admit_refund_cmd(Admission& a, const std::string& mk) {
@@ -355,9 +360,9 @@ void LogEngine::admit_refund_cmd(Admission& a, const std::string& mk) {
                       : adm.error());
     }
   }
-  // The store's rows, then what is admitted but not projected, under the lock the
-  // projection takes to forget a projected refund: it is counted once or twice, never
-  // not at all (twice only refuses a refund that would have fitted: retried, it fits).
+  // The store's rows (one snapshot, with the log position it holds), then the refunds
+  // admitted that the snapshot does not hold, under the lock the projection takes to drop
+  // a projected one: each admitted refund is counted exactly once.
   RefundBasis b;
   {
     std::unique_lock lk(mu_);
@@ -371,10 +376,12 @@ void LogEngine::admit_refund_cmd(Admission& a, const std::string& mk) {
       return a.cb(Error::not_found("no payment " + refund.payment_id));
     }
     b = std::move(**basis);
-    auto rp = reserved_by_payment_.find(refund.payment_id);
-    if (rp != reserved_by_payment_.end()) b.processing_for_payment += rp->second;
-    auto rm = reserved_by_merchant_.find(key_of(refund.merchant_id, b.payment.currency));
-    if (rm != reserved_by_merchant_.end()) b.processing_for_merchant += rm->second;
+    for (const auto& [id, res] : reservations_) {
+      if (res.lsn != 0 && res.lsn <= b.projected_lsn) continue;  // in the snapshot already
+      if (res.payment_id == refund.payment_id) b.processing_for_payment += res.amount_minor;
+      if (res.merchant_id == refund.merchant_id && res.currency == b.payment.currency)
+        b.processing_for_merchant += res.amount_minor;
+    }
     auto amount = admit_refund(b.payment, RefundAdmission{refund.amount_minor, b.processing_for_payment, b.available,
                                                           b.processing_for_merchant});
     if (!amount) {
@@ -383,8 +390,8 @@ void LogEngine::admit_refund_cmd(Admission& a, const std::string& mk) {
     }
     refund.amount_minor = *amount;
     refund.currency = b.payment.currency;
-    reserved_by_payment_[refund.payment_id] += refund.amount_minor;
-    reserved_by_merchant_[key_of(refund.merchant_id, refund.currency)] += refund.amount_minor;
+    reservations_[refund.id] = Reservation{refund.payment_id, refund.merchant_id, refund.currency,
+                                           refund.amount_minor, 0};
     Entry e;
     e.refund_id = refund.id;
     keys_.emplace(mk, std::move(e));
@@ -398,27 +405,29 @@ void LogEngine::admit_refund_cmd(Admission& a, const std::string& mk) {
   if (c.render) w->refund_record.response_body = c.render(refund);
   if (w->refund_record.resource_id.empty()) w->refund_record.resource_id = refund.id;
   IdempotencyRecord out = w->refund_record;
-  log_write(w, [this, mk, refund, out, cb = std::move(a.cb)](Result<uint64_t> r) {
-    std::vector<Admission> waiters;
-    {
-      std::lock_guard lk(mu_);
-      if (!r) {
-        reserved_by_payment_[refund.payment_id] -= refund.amount_minor;
-        reserved_by_merchant_[key_of(refund.merchant_id, refund.currency)] -= refund.amount_minor;
-        forget_key(mk, waiters);
-      } else {
+  auto waiters = std::make_shared<std::vector<Admission>>();
+  log_write(
+      w,
+      [this, mk, refund, out, waiters](Result<uint64_t> r) {
+        std::lock_guard lk(mu_);
+        if (!r) {
+          reservations_.erase(refund.id);
+          forget_key(mk, *waiters);
+          return;
+        }
         Entry& e = keys_.at(mk);
         e.state = Entry::State::durable;
         e.lsn = *r;
         e.record = out;
-        waiters.swap(e.waiters);
+        waiters->swap(e.waiters);
         refunds_[refund.id] = refund;
-      }
-    }
-    if (r) cb(AcceptOutcome{true, out});
-    else cb(r.error());
-    for (auto& w2 : waiters) enqueue(std::move(w2));
-  });
+        if (auto res = reservations_.find(refund.id); res != reservations_.end()) res->second.lsn = *r;
+      },
+      [this, out, waiters, cb = std::move(a.cb)](Result<uint64_t> r) {
+        if (r) cb(AcceptOutcome{true, out});
+        else cb(r.error());
+        for (auto& w2 : *waiters) enqueue(std::move(w2));
+      });
 }
 
 void LogEngine::update_idempotent_response(const std::string& merchant_id, const std::string& key, int http_status,
@@ -429,6 +438,7 @@ void LogEngine::update_idempotent_response(const std::string& merchant_id, const
     std::lock_guard lk(mu_);
     auto it = keys_.find(mk);
     logged = it != keys_.end() && it->second.state == Entry::State::durable;
+    if (logged) ++it->second.replacing;  // the projection keeps the entry until this is durable
   }
   if (!logged) return store_.update_idempotent_response(merchant_id, key, http_status, std::move(body), std::move(cb));
   // The rows may not be in the store yet: the replacement follows them in the log.
@@ -439,19 +449,22 @@ void LogEngine::update_idempotent_response(const std::string& merchant_id, const
   w->key = key;
   w->http_status = http_status;
   w->body = body;
-  log_write(w, [this, mk, http_status, body = std::move(body), cb = std::move(cb)](Result<uint64_t> r) {
-    if (!r) return cb(r.error());
-    {
-      std::lock_guard lk(mu_);
-      auto it = keys_.find(mk);
-      if (it != keys_.end()) {
+  log_write(
+      w,
+      [this, mk, http_status, body = std::move(body)](Result<uint64_t> r) {
+        std::lock_guard lk(mu_);
+        auto it = keys_.find(mk);
+        if (it == keys_.end()) return;
+        --it->second.replacing;
+        if (!r) return;
         it->second.record.http_status = http_status;
         it->second.record.response_body = body;
         it->second.lsn = *r;
-      }
-    }
-    cb(ok());
-  });
+      },
+      [cb = std::move(cb)](Result<uint64_t> r) {
+        if (!r) return cb(r.error());
+        cb(ok());
+      });
 }
 
 Result<std::optional<IdempotencyRecord>> LogEngine::find_idempotency(const std::string& merchant_id,
@@ -501,7 +514,7 @@ Result<void> LogEngine::commit(const std::string& group, const std::vector<Recor
   w->effects = std::move(effects);
   std::promise<Result<uint64_t>> done;
   auto f = done.get_future();
-  log_write(w, [&done](Result<uint64_t> r) { done.set_value(std::move(r)); });
+  log_write(w, nullptr, [&done](Result<uint64_t> r) { done.set_value(std::move(r)); });
   auto r = f.get();
   if (!r) return r.error();
   return ok();
@@ -545,7 +558,7 @@ Result<void> LogEngine::replay_dead_letter(int64_t dlq_offset) {
   }
   std::promise<Result<uint64_t>> done;
   auto f = done.get_future();
-  log_write(w, [&done](Result<uint64_t> r) { done.set_value(std::move(r)); });
+  log_write(w, nullptr, [&done](Result<uint64_t> r) { done.set_value(std::move(r)); });
   auto r = f.get();
   if (!r) {
     std::lock_guard lk(mu_);
@@ -611,17 +624,13 @@ void LogEngine::project_loop() {
         if (w.kind == Kind::payment) mk = key_of(w.payment->record.merchant_id, w.payment->record.key);
         else if (w.kind == Kind::refund) mk = key_of(w.refund_record.merchant_id, w.refund_record.key);
         else if (w.kind == Kind::response) mk = key_of(w.merchant_id, w.key);
-        if (w.kind == Kind::refund) {
-          reserved_by_payment_[w.refund.payment_id] -= w.refund.amount_minor;
-          if (reserved_by_payment_[w.refund.payment_id] == 0) reserved_by_payment_.erase(w.refund.payment_id);
-          const std::string rm = key_of(w.refund.merchant_id, w.refund.currency);
-          reserved_by_merchant_[rm] -= w.refund.amount_minor;
-          if (reserved_by_merchant_[rm] == 0) reserved_by_merchant_.erase(rm);
-        }
+        if (w.kind == Kind::refund) reservations_.erase(w.refund.id);
         if (w.kind == Kind::replay) replays_.erase(w.dlq_offset);
         if (mk.empty()) continue;
         auto it = keys_.find(mk);
-        if (it == keys_.end() || it->second.state != Entry::State::durable || it->second.lsn > last) continue;
+        if (it == keys_.end() || it->second.state != Entry::State::durable || it->second.lsn > last ||
+            it->second.replacing > 0)
+          continue;
         std::vector<Admission> none;
         forget_key(mk, none);
       }
@@ -724,13 +733,17 @@ Result<std::optional<Payment>> EngineQueries::get_payment(const std::string& mer
                                                           const std::string& payment_id) {
   auto p = e_.store().get_payment(merchant_id, payment_id);
   if (!p || *p) return p;
-  return std::optional<Payment>(e_.unprojected_payment(merchant_id, payment_id));
+  if (auto u = e_.unprojected_payment(merchant_id, payment_id)) return std::optional<Payment>(std::move(*u));
+  // Neither: the projection committed it in between (it drops the overlay's copy only
+  // after its commit), so the store has it now, or nobody does.
+  return e_.store().get_payment(merchant_id, payment_id);
 }
 
 Result<std::optional<Refund>> EngineQueries::get_refund(const std::string& merchant_id, const std::string& refund_id) {
   auto r = e_.store().get_refund(merchant_id, refund_id);
   if (!r || *r) return r;
-  return std::optional<Refund>(e_.unprojected_refund(merchant_id, refund_id));
+  if (auto u = e_.unprojected_refund(merchant_id, refund_id)) return std::optional<Refund>(std::move(*u));
+  return e_.store().get_refund(merchant_id, refund_id);  // projected in between (see get_payment)
 }
 
 Result<std::vector<Payment>> EngineQueries::list_payments(const std::string& merchant_id,

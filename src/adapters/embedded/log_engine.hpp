@@ -119,6 +119,7 @@ class LogEngine final : public IntakeStore, public BacklogProbe {
     std::string payment_id;            // payments
     std::string refund_id;             // refunds
     std::vector<Admission> waiters;    // same key while appending: admitted again after
+    int replacing = 0;                 // logged response replacements not yet durable: keep the entry
   };
   using Done = std::function<void(Result<uint64_t>)>;
 
@@ -126,9 +127,11 @@ class LogEngine final : public IntakeStore, public BacklogProbe {
   void admit_loop();
   void admit(Admission& a);
   void admit_refund_cmd(Admission& a, const std::string& mk);
-  // Appends `w` to the log; once durable, applies it in memory (bus, overlay) and queues
-  // it for the projection, then calls `done`, on the log's writer thread.
-  void log_write(std::shared_ptr<ProjectedWrite> w, Done done);
+  // Appends `w` to the log; once durable, on the log's writer thread: `overlay` (the
+  // overlay's update, and the answer to an asynchronous caller), then the record to the
+  // bus and the projection queue, then `answer` (a stage waits for it: its next poll must
+  // see its own commit). Either may be null; on failure both get the error.
+  void log_write(std::shared_ptr<ProjectedWrite> w, Done overlay, Done answer = nullptr);
   void on_durable(ProjectedWrite& w, uint64_t lsn);
   void feed_bus(const ProjectedWrite& w, bool fresh);
   void forget_key(const std::string& mk, std::vector<Admission>& waiters);
@@ -147,8 +150,14 @@ class LogEngine final : public IntakeStore, public BacklogProbe {
   std::unordered_map<std::string, Entry> keys_;             // merchant '\n' key -> entry
   std::unordered_map<std::string, Payment> payments_;       // payment id -> payment (unprojected)
   std::unordered_map<std::string, Refund> refunds_;         // refund id -> refund (unprojected)
-  std::map<std::string, int64_t> reserved_by_payment_;      // admitted refunds not projected
-  std::map<std::string, int64_t> reserved_by_merchant_;     // merchant '\n' currency
+  // Refunds admitted and not projected: counted on top of a store snapshot only if the
+  // snapshot does not hold them (lsn 0 while appending, or past the snapshot's position).
+  struct Reservation {
+    std::string payment_id, merchant_id, currency;
+    int64_t amount_minor = 0;
+    uint64_t lsn = 0;
+  };
+  std::unordered_map<std::string, Reservation> reservations_;  // refund id ->
   std::set<int64_t> replays_;                               // dead letters replayed, not projected
   std::deque<ProjectedWrite> to_project_;                   // durable, lsn order
   size_t projecting_ = 0;                                   // records in the batch being projected

@@ -58,6 +58,7 @@ struct RefundBasis {
   int64_t processing_for_payment = 0;
   int64_t available = 0;
   int64_t processing_for_merchant = 0;
+  uint64_t projected_lsn = 0;   // the log position the snapshot holds (log_projection)
 };
 
 class SqliteProjection {

@@ -396,7 +396,8 @@ Result<std::optional<RefundBasis>> read_refund_basis(Db& db, const std::string& 
                "COALESCE((SELECT -b.amount_minor FROM account_balances b WHERE b.account = ?3 "
                "AND b.currency = payments.currency), 0), "
                "COALESCE((SELECT r.amount_minor FROM refund_reservations r WHERE r.merchant_id = ?2 "
-               "AND r.currency = payments.currency), 0) "
+               "AND r.currency = payments.currency), 0), "
+               "(SELECT lsn FROM log_projection WHERE id = 1) "
                "FROM payments WHERE id = ?1 AND merchant_id = ?2");
   q.bind_all(payment_id, merchant_id, merchant_available_account(merchant_id));
   PS_STEP(row, q);
@@ -406,6 +407,7 @@ Result<std::optional<RefundBasis>> read_refund_basis(Db& db, const std::string& 
   b.processing_for_payment = q.i64(kPaymentColCount);
   b.available = q.i64(kPaymentColCount + 1);
   b.processing_for_merchant = q.i64(kPaymentColCount + 2);
+  b.projected_lsn = uint64_t(q.i64(kPaymentColCount + 3));
   return std::optional<RefundBasis>(std::move(b));
 }
 

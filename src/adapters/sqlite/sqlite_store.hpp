@@ -86,7 +86,7 @@ class SqliteStore final : private detail::SqliteCoreHolder,
   // position committed on its tracked topics, after loading the records already waiting.
   // Call before traffic starts.
   Result<void> attach_backlog(PipelineBacklog& backlog);
-  // The rows of the intake log (--intake-log): see sqlite_projection.hpp.
+  // Where the log engine (--engine log) projects its records: see sqlite_projection.hpp.
   SqliteProjection& projection() { return projection_; }
 
  private:
