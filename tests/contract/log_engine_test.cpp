@@ -10,7 +10,7 @@
 #include <future>
 #include <thread>
 
-#include "adapters/embedded/intake_record.hpp"
+#include "adapters/embedded/engine_record.hpp"
 #include "adapters/embedded/log_engine.hpp"
 #include "contract/store_harness.hpp"
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -38,6 +39,11 @@ def suite_serve_flags() -> list[str]:
     """Flags every `paystream serve` of the suite gets after its own (the test runner's
     PAYSTREAM_E2E_SERVE_FLAGS, e.g. "--engine sqlite": the same suite against that engine)."""
     return os.environ.get("PAYSTREAM_E2E_SERVE_FLAGS", "").split()
+
+
+def ro_db(path: str) -> sqlite3.Connection:
+    """A read-only connection to one of the server's SQLite files (reconciliation)."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
 
 
 def kill_loop(srv: "Server", threads: list, stop: threading.Event, rnd, kills: int, run_s: float,

@@ -4,13 +4,12 @@ import collections
 import http.client
 import os
 import random
-import sqlite3
 import threading
 import time
 
 import pytest
 
-from pslib import TERMINAL, kill_loop, new_merchant, wait_until
+from pslib import TERMINAL, kill_loop, new_merchant, ro_db, wait_until
 
 SEED = 20240601
 THREADS = 8
@@ -21,10 +20,6 @@ EXPECTED = {"tok_approve": ("succeeded", None), "tok_transient": ("succeeded", N
             "tok_decline": ("failed", "card_declined"),
             "tok_insufficient_funds": ("failed", "insufficient_funds"),
             "tok_fraud": ("failed", "fraud_declined")}
-
-
-def ro(path):
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
 
 
 @pytest.mark.crash
@@ -117,7 +112,7 @@ def test_kill9_reconcile(server):
 
     # Acquirer: one charge row per payment, approved for every succeeded one, never
     # approved for a failed one.
-    sim = ro(os.path.join(srv.data_dir, "acquirer-sim.db"))
+    sim = ro_db(os.path.join(srv.data_dir, "acquirer-sim.db"))
     try:
         dup = sim.execute("SELECT payment_id, COUNT(*) FROM charges GROUP BY payment_id HAVING COUNT(*) > 1").fetchall()
         charges = {pid: (amt, appr, calls) for pid, amt, appr, calls in
@@ -136,7 +131,7 @@ def test_kill9_reconcile(server):
     assert not any(charges[s][1] == 1 for s in stray), f"approved charges without a payment: {sorted(stray)[:5]}"
 
     # Ledger: exactly one settlement per succeeded payment, none for failed; balanced.
-    db = ro(os.path.join(srv.data_dir, "paystream.db"))
+    db = ro_db(os.path.join(srv.data_dir, "paystream.db"))
     try:
         settlements = collections.Counter(pid for (pid,) in db.execute(
             "SELECT payment_id FROM journal_entries WHERE kind = 'settlement'"))

@@ -10,13 +10,12 @@ import collections
 import http.client
 import os
 import random
-import sqlite3
 import threading
 import time
 
 import pytest
 
-from pslib import TERMINAL, WebhookReceiver, kill_loop, new_merchant, wait_until
+from pslib import TERMINAL, WebhookReceiver, kill_loop, new_merchant, ro_db, wait_until
 
 SEED = 20261202
 PAYERS = 8
@@ -27,10 +26,6 @@ SOURCES = ["tok_approve"] * 7 + ["tok_decline", "tok_transient", "tok_fraud"]
 EXPECTED = {"tok_approve": ("succeeded", None), "tok_transient": ("succeeded", None),
             "tok_decline": ("failed", "card_declined"), "tok_fraud": ("failed", "fraud_declined")}
 RETRY = (409, 429, 503)
-
-
-def ro(path):
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
 
 
 @pytest.mark.crash
@@ -191,7 +186,7 @@ def test_kill9_loop_with_refunds_and_webhooks(server):
     succeeded = {pid for pid, p in final.items() if p["status"] == "succeeded"}
     # The acquirer simulator: one charge per payment, approved exactly for the succeeded
     # ones; its refunds never exceed the charge.
-    sim = ro(os.path.join(srv.data_dir, "acquirer-sim.db"))
+    sim = ro_db(os.path.join(srv.data_dir, "acquirer-sim.db"))
     try:
         dup = sim.execute("SELECT payment_id FROM charges GROUP BY payment_id HAVING COUNT(*) > 1").fetchall()
         approved = {pid for (pid,) in sim.execute("SELECT payment_id FROM charges WHERE approved = 1")}
@@ -207,7 +202,7 @@ def test_kill9_loop_with_refunds_and_webhooks(server):
 
     # The ledger: one settlement per succeeded payment, one entry per succeeded refund,
     # every entry balanced, and the maintained balance equal to the sum of the postings.
-    db = ro(os.path.join(srv.data_dir, "paystream.db"))
+    db = ro_db(os.path.join(srv.data_dir, "paystream.db"))
     try:
         settlements = collections.Counter(pid for (pid,) in db.execute(
             "SELECT payment_id FROM journal_entries WHERE kind = 'settlement'"))

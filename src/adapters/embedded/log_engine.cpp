@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <future>
 
-#include "adapters/embedded/intake_record.hpp"
+#include "adapters/embedded/engine_record.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "common/thread_name.hpp"
@@ -61,6 +61,12 @@ std::string_view kind_name(Kind k) {
 
 int64_t event_offset(uint64_t lsn, size_t index) { return int64_t(lsn << LogEngine::kOffsetShift) | int64_t(index); }
 
+// A record's log position, and what follows from it: a replay's new offset on the bus.
+void stamp(ProjectedWrite& w, uint64_t lsn) {
+  w.lsn = lsn;
+  if (w.kind == Kind::replay && !w.replay_topic.empty()) w.new_offset = event_offset(lsn, 0);
+}
+
 }  // namespace
 
 LogEngine::LogEngine(LogEngineOptions opts, SqliteStore& store, const Clock& clock)
@@ -95,10 +101,9 @@ Result<std::unique_ptr<LogEngine>> LogEngine::open(LogEngineOptions opts, wal::L
   auto log = wal::SegmentLog::open(opts.log, fs, 1, [&](const wal::LogRecord& rec) -> Result<void> {
     auto w = engine_record::decode(rec.type, rec.payload);
     if (!w) return Error::internal("engine log record " + std::to_string(rec.lsn) + ": " + w.error().message);
-    w->lsn = rec.lsn;
-    if (w->kind == Kind::replay && !w->replay_topic.empty()) w->new_offset = event_offset(rec.lsn, 0);
+    stamp(*w, rec.lsn);
     ++read;
-    self->feed_bus(*w, false);
+    self->feed_bus(*w);
     if (rec.lsn <= *at) return ok();
     batch.push_back(std::move(*w));
     if (batch.size() >= self->opts_.projection_batch) return flush();
@@ -194,9 +199,8 @@ void LogEngine::log_write(std::shared_ptr<ProjectedWrite> w, Done overlay, Done 
 
 // On the log's writer thread, in log order.
 void LogEngine::on_durable(ProjectedWrite& w, uint64_t lsn) {
-  w.lsn = lsn;
-  if (w.kind == Kind::replay && !w.replay_topic.empty()) w.new_offset = event_offset(lsn, 0);
-  feed_bus(w, true);
+  stamp(w, lsn);
+  feed_bus(w);
   logged_records(kind_name(w.kind)).inc();
   {
     std::lock_guard lk(mu_);
@@ -207,10 +211,9 @@ void LogEngine::on_durable(ProjectedWrite& w, uint64_t lsn) {
   project_cv_.notify_one();
 }
 
-// The record's events to the bus, and a stage commit's positions. `fresh`: made durable
-// now (else read back at recovery): the backlog counts it from now either way.
-void LogEngine::feed_bus(const ProjectedWrite& w, bool fresh) {
-  (void)fresh;
+// The record's events to the bus, and a stage commit's positions (now, or read back at
+// recovery: the backlog counts them from now either way).
+void LogEngine::feed_bus(const ProjectedWrite& w) {
   const int64_t now = clock_.now_ms();
   auto put = [&](std::string topic, int64_t offset, const Event& e) {
     if (opts_.backlog) opts_.backlog->appended(topic, offset, now);

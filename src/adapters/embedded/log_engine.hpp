@@ -3,7 +3,7 @@
 //
 // The acknowledgement path is one segment log (adapters/log): every write the pipeline
 // depends on — a payment, a refund, a replaced response, a stage's commit, a dead-letter
-// replay — is one compact record (intake_record.hpp), group-committed and fsync'd before
+// replay — is one compact record (engine_record.hpp), group-committed and fsync'd before
 // it is answered (a 202 is durable, SPEC §2.1).
 // Stages exchange records in memory (EventBus): a durable record's events go to the bus
 // on the log's writer thread, in log order; a stage's effects and its consumed positions
@@ -133,7 +133,7 @@ class LogEngine final : public IntakeStore, public BacklogProbe {
   // see its own commit). Either may be null; on failure both get the error.
   void log_write(std::shared_ptr<ProjectedWrite> w, Done overlay, Done answer = nullptr);
   void on_durable(ProjectedWrite& w, uint64_t lsn);
-  void feed_bus(const ProjectedWrite& w, bool fresh);
+  void feed_bus(const ProjectedWrite& w);
   void forget_key(const std::string& mk, std::vector<Admission>& waiters);
   void project_loop();
   void housekeeping_loop();

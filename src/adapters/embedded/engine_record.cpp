@@ -1,4 +1,4 @@
-#include "adapters/embedded/intake_record.hpp"
+#include "adapters/embedded/engine_record.hpp"
 
 namespace ps::engine_record {
 namespace {
