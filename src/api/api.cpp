@@ -24,8 +24,9 @@ using namespace ps::api;
 namespace {
 
 enum class RouteId {
-  merchants_create, payments_create, payments_list, payments_get, refunds_create, refunds_get,
-  balance_get, ledger_entries, endpoints_create, endpoints_list, endpoints_get, endpoints_delete,
+  merchants_create, merchant_keys_rotate, payments_create, payments_list, payments_get, refunds_create, refunds_get,
+  balance_get, ledger_entries, endpoints_create, endpoints_list, endpoints_get, endpoints_update,
+  endpoints_delete, endpoints_rotate_secret,
   events_list, events_get, events_redeliver, healthz, readyz, metrics,
 };
 enum class AuthKind { none, admin, merchant };
@@ -40,6 +41,7 @@ struct RouteDef {
 const std::vector<RouteDef>& route_table() {
   static const std::vector<RouteDef> t = {
       {"POST", "/v1/merchants", RouteId::merchants_create, AuthKind::admin},
+      {"POST", "/v1/merchants/{id}/api_keys", RouteId::merchant_keys_rotate, AuthKind::admin},
       {"POST", "/v1/payments", RouteId::payments_create, AuthKind::merchant},
       {"GET", "/v1/payments", RouteId::payments_list, AuthKind::merchant},
       {"GET", "/v1/payments/{id}", RouteId::payments_get, AuthKind::merchant},
@@ -157,9 +159,14 @@ struct Api::Impl {
   std::atomic<bool> ready{false};
   std::atomic<bool> draining{false};
 
-  // Auth cache: SHA-256(api key) -> merchant.
+  // Auth cache: SHA-256(api key) -> merchant (with the key's expiry), re-read from the
+  // store after cfg.auth_cache_ttl_ms so a rotation on another gateway is seen within it.
+  struct CachedKey {
+    Merchant merchant;
+    int64_t read_ms = 0;  // d.clock
+  };
   std::shared_mutex auth_mu;
-  std::unordered_map<std::string, Merchant> auth;
+  std::unordered_map<std::string, CachedKey> auth;
   // Unknown key hashes, remembered briefly so bogus keys do not each cost a store lookup.
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> unknown_keys;
   // Store lookups that found no merchant, budgeted per client address (failure_budget.hpp).
@@ -356,6 +363,7 @@ struct Api::Impl {
 
     switch (route.id) {
       case RouteId::merchants_create: return create_merchant(req, respond);
+      case RouteId::merchant_keys_rotate: return rotate_api_key(ctx, req, respond);
       case RouteId::payments_create: return create_payment(ctx, req, respond);
       case RouteId::payments_list: return list_payments(ctx, req, respond);
       case RouteId::payments_get: return get_payment(ctx, respond);
@@ -378,32 +386,41 @@ struct Api::Impl {
   // `peer`: the client's address (HttpRequest::peer), whose failure budget a miss spends.
   Result<std::optional<Merchant>> authenticate(const std::string& hash, const std::string& peer) {
     auto now = std::chrono::steady_clock::now();
+    const int64_t now_ms = d.clock.now_ms();
     {
       std::shared_lock lk(auth_mu);
       auto it = auth.find(hash);
-      if (it != auth.end()) return std::optional<Merchant>(it->second);
+      if (it != auth.end() && now_ms - it->second.read_ms < cfg.auth_cache_ttl_ms) return valid_key(it->second.merchant, now_ms);
       auto neg = unknown_keys.find(hash);
-      if (neg != unknown_keys.end() && neg->second > now) return std::optional<Merchant>();
+      if (it == auth.end() && neg != unknown_keys.end() && neg->second > now) return std::optional<Merchant>();
     }
     // A key in no cache costs a store read: refused while unknown keys are flooding in.
-    if (!auth_failures.allows(peer, d.clock.now_ms()))
+    if (!auth_failures.allows(peer, now_ms))
       return Error{ErrorKind::rate_limited, "rate_limited", "too many requests with unknown API keys; retry later", {}, true};
     auto m = d.merchants.find_merchant_by_key_hash(hash);
     if (!m) return m.error();
     if (m.value()) {
       remember(*m.value());
-    } else {
-      auth_failures.spend(peer, d.clock.now_ms());
-      std::unique_lock lk(auth_mu);
-      if (unknown_keys.size() >= kMaxUnknownKeys) unknown_keys.clear();
-      unknown_keys[hash] = now + kUnknownKeyTtl;
+      return valid_key(*m.value(), now_ms);
     }
+    auth_failures.spend(peer, now_ms);
+    std::unique_lock lk(auth_mu);
+    auth.erase(hash);
+    if (unknown_keys.size() >= kMaxUnknownKeys) unknown_keys.clear();
+    unknown_keys[hash] = now + kUnknownKeyTtl;
     return m;
   }
+  // A key rotated out is refused once its grace period is over.
+  static Result<std::optional<Merchant>> valid_key(const Merchant& m, int64_t now_ms) {
+    if (!m.key_valid_at(now_ms))
+      return Error{ErrorKind::unauthorized, "api_key_expired", "this API key was rotated out and has expired", {}, false};
+    return std::optional<Merchant>(m);
+  }
   void remember(const Merchant& m) {
+    const int64_t now_ms = d.clock.now_ms();
     std::unique_lock lk(auth_mu);
     if (auth.size() >= kMaxAuthCache) auth.clear();  // bounded; refilled from the store on miss
-    auth[m.api_key_hash] = m;
+    auth[m.api_key_hash] = CachedKey{m, now_ms};
     unknown_keys.erase(m.api_key_hash);
   }
 
@@ -424,6 +441,24 @@ struct Api::Impl {
     respond_merchant_created(m, api_key, respond);
   }
   static void respond_merchant_created(const Merchant& m, const std::string& api_key, const Respond& respond);
+
+  // POST /v1/merchants/{id}/api_keys: a new key; the merchant's other keys keep working
+  // for the grace period (expire_previous_after_s; 0 = refused at once), then are refused.
+  void rotate_api_key(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    auto grace_s = parse_rotation_request(req.body, cfg.json_max_depth);
+    if (!grace_s) return fail(respond, grace_s.error());
+    const int64_t now_ms = d.clock.now_ms();
+    const int64_t expire_ms = now_ms + *grace_s * 1000;
+    std::string api_key = random_token("sk_", 24);
+    auto others = d.merchants.rotate_api_key(ctx.param, sha256_hex(api_key), now_ms, expire_ms);
+    if (!others) return fail(respond, others.error());
+    if (!others->has_value()) return fail(respond, Error::not_found("no such merchant"));
+    for (const auto& m : **others) remember(m);  // this gateway sees the new expiries at once
+    log::info("API key rotated", {{"merchant_id", ctx.param}, {"previous_keys_expire_ms", std::to_string(expire_ms)}});
+    respond(json_response(201, R"({"object":"api_key","merchant_id":")" + ctx.param + R"(","api_key":")" + api_key +
+                                   R"(","created":)" + std::to_string(now_ms) +
+                                   R"(,"previous_keys_expire":)" + std::to_string(expire_ms) + "}"));
+  }
 
   // ---- payments -----------------------------------------------------------------------
   std::string traceparent_of(const HttpRequest& req) {
@@ -974,7 +1009,9 @@ Api::~Api() = default;
 Result<std::vector<Merchant>> Api::warm() {
   auto all = impl_->d.merchants.all_merchants();
   if (!all) return all.error();
-  for (const auto& m : all.value()) impl_->remember(m);
+  const int64_t now_ms = impl_->d.clock.now_ms();
+  for (const auto& m : all.value())
+    if (m.key_valid_at(now_ms)) impl_->remember(m);
   return all;
 }
 

@@ -40,6 +40,9 @@ struct ApiConfig {
   // client address (HttpRequest::peer). While a client's is empty, its keys missing from the
   // auth cache answer 429 without a lookup; other clients are not affected.
   double auth_failure_rate_per_s = 1000;
+  // A cached API key is read from the store again after this long, so a key rotated out
+  // or revoked through another gateway is refused here within it.
+  int64_t auth_cache_ttl_ms = 5000;
   int64_t auth_failure_burst = 1000;
   // Wrong admin keys, per client address: beyond the burst, admin routes answer 429 for
   // that address (refilled at the rate) and the key is not compared.

@@ -191,6 +191,34 @@ Result<MerchantInput> parse_merchant_request(std::string_view body, int max_dept
   return in;
 }
 
+namespace {
+Result<void> parse_endpoint_url(const json::value& url, std::string& out, HttpUrl& target) {
+  if (!url.is_string()) return bad("url_invalid", "url must be a string", "url");
+  std::string_view u = url.get_string();
+  // The sender's own parser: whatever is accepted here can be sent to.
+  auto t = parse_http_url(u);
+  if (!t) return t.error();
+  out = std::string(u);
+  target = std::move(t.value());
+  return {};
+}
+Result<std::vector<std::string>> parse_enabled_events(const json::value& ev) {
+  std::vector<std::string> out;
+  if (!ev.is_array()) return bad("parameter_invalid", "enabled_events must be an array", "enabled_events");
+  const auto& arr = ev.get_array();
+  if (arr.size() > kMaxEnabledEvents) return bad("parameter_invalid", "too many enabled_events", "enabled_events");
+  for (const auto& e : arr) {
+    if (!e.is_string()) return bad("parameter_invalid", "enabled_events must be strings", "enabled_events");
+    std::string_view t = e.get_string();
+    if (t != "*" && t != event_types::payment_succeeded && t != event_types::payment_failed &&
+        t != event_types::refund_succeeded && t != event_types::refund_failed)
+      return bad("parameter_invalid", "unknown event type: " + std::string(t), "enabled_events");
+    out.emplace_back(t);
+  }
+  return out;
+}
+}  // namespace
+
 Result<EndpointInput> parse_endpoint_request(std::string_view body, int max_depth) {
   auto parsed = parse_object(body, max_depth);
   if (!parsed) return parsed.error();
@@ -199,27 +227,58 @@ Result<EndpointInput> parse_endpoint_request(std::string_view body, int max_dept
   EndpointInput in;
   auto* url = o.if_contains("url");
   if (!url || url->is_null()) return bad("parameter_missing", missing_msg("url"), "url");
-  if (!url->is_string()) return bad("url_invalid", "url must be a string", "url");
-  std::string_view u = url->get_string();
-  // The sender's own parser: whatever is accepted here can be sent to.
-  auto target = parse_http_url(u);
-  if (!target) return target.error();
-  in.url = std::string(u);
-  in.target = std::move(target.value());
+  if (auto r = parse_endpoint_url(*url, in.url, in.target); !r) return r.error();
   if (auto* ev = o.if_contains("enabled_events"); ev && !ev->is_null()) {
-    if (!ev->is_array()) return bad("parameter_invalid", "enabled_events must be an array", "enabled_events");
-    const auto& arr = ev->get_array();
-    if (arr.size() > kMaxEnabledEvents) return bad("parameter_invalid", "too many enabled_events", "enabled_events");
-    for (const auto& e : arr) {
-      if (!e.is_string()) return bad("parameter_invalid", "enabled_events must be strings", "enabled_events");
-      std::string_view t = e.get_string();
-      if (t != "*" && t != event_types::payment_succeeded && t != event_types::payment_failed &&
-          t != event_types::refund_succeeded && t != event_types::refund_failed)
-        return bad("parameter_invalid", "unknown event type: " + std::string(t), "enabled_events");
-      in.enabled_events.emplace_back(t);
-    }
+    auto events = parse_enabled_events(*ev);
+    if (!events) return events.error();
+    in.enabled_events = std::move(events.value());
   }
   return in;
+}
+
+Result<EndpointUpdateInput> parse_endpoint_update_request(std::string_view body, int max_depth) {
+  auto parsed = parse_object(body, max_depth);
+  if (!parsed) return parsed.error();
+  const json::object& o = parsed.value();
+  if (auto r = only_fields(o, {"url", "enabled_events", "disabled"}); !r) return r.error();
+  EndpointUpdateInput in;
+  if (auto* url = o.if_contains("url"); url && !url->is_null()) {
+    in.url.emplace();
+    if (auto r = parse_endpoint_url(*url, *in.url, in.target); !r) return r.error();
+  }
+  if (auto* ev = o.if_contains("enabled_events"); ev && !ev->is_null()) {
+    auto events = parse_enabled_events(*ev);
+    if (!events) return events.error();
+    in.enabled_events = std::move(events.value());
+  }
+  if (auto* d = o.if_contains("disabled"); d && !d->is_null()) {
+    if (!d->is_bool()) return bad("parameter_invalid", "disabled must be true or false", "disabled");
+    in.disabled = d->get_bool();
+  }
+  if (!in.url && !in.enabled_events && !in.disabled)
+    return bad("parameter_missing", "nothing to update: give url, enabled_events or disabled", "");
+  return in;
+}
+
+Result<int64_t> parse_rotation_request(std::string_view body, int max_depth) {
+  int64_t grace_s = kDefaultRotationGraceSeconds;
+  if (only_whitespace(body)) return grace_s;
+  auto parsed = parse_object(body, max_depth);
+  if (!parsed) return parsed.error();
+  const json::object& o = parsed.value();
+  if (auto r = only_fields(o, {"expire_previous_after_s"}); !r) return r.error();
+  if (auto* g = o.if_contains("expire_previous_after_s"); g && !g->is_null()) {
+    std::optional<int64_t> v;
+    if (g->is_int64()) v = g->get_int64();
+    else if (g->is_uint64() && g->get_uint64() <= uint64_t(kMaxRotationGraceSeconds)) v = int64_t(g->get_uint64());
+    if (!v || *v < 0 || *v > kMaxRotationGraceSeconds)
+      return bad("parameter_invalid",
+                 "expire_previous_after_s must be an integer from 0 (at once) to " +
+                     std::to_string(kMaxRotationGraceSeconds) + " (30 days)",
+                 "expire_previous_after_s");
+    grace_s = *v;
+  }
+  return grace_s;
 }
 
 Result<std::string> validate_idempotency_key(std::optional<std::string_view> header) {

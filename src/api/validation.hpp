@@ -61,6 +61,21 @@ struct EndpointInput {
 };
 Result<EndpointInput> parse_endpoint_request(std::string_view body, int max_depth);
 
+// POST /v1/webhook_endpoints/{id}: at least one of the fields; url as on create.
+struct EndpointUpdateInput {
+  std::optional<std::string> url;
+  HttpUrl target;                           // parts of url, when given
+  std::optional<std::vector<std::string>> enabled_events;
+  std::optional<bool> disabled;
+};
+Result<EndpointUpdateInput> parse_endpoint_update_request(std::string_view body, int max_depth);
+
+// Rotation of an API key or a webhook secret: {"expire_previous_after_s": 0..30 days}
+// (0 = the previous ones stop at once). An empty body is {}: the default grace period.
+inline constexpr int64_t kDefaultRotationGraceSeconds = 86'400;
+inline constexpr int64_t kMaxRotationGraceSeconds = 30 * 86'400;
+Result<int64_t> parse_rotation_request(std::string_view body, int max_depth);  // seconds
+
 // Idempotency-Key: 1..255 chars in 0x20..0x7E. Missing: idempotency_key_missing.
 Result<std::string> validate_idempotency_key(std::optional<std::string_view> header);
 // Hex SHA-256 of method + "\n" + path + "\n" + body.

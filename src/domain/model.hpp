@@ -26,6 +26,12 @@ struct Merchant {
   double rate_limit_per_s = 0;  // 0 = platform default
   int64_t rate_limit_burst = 0; // 0 = platform default
   int64_t created_ms = 0;
+  // As found by an API key (MerchantStore::find_merchant_by_key_hash, all_merchants):
+  // api_key_hash is that key's hash and key_expires_ms when it stops working, 0 = never
+  // (a key rotated out keeps working for its grace period; see rotate_api_key).
+  int64_t key_expires_ms = 0;
+  // Whether the key this record was found by still works at now_ms.
+  bool key_valid_at(int64_t now_ms) const { return key_expires_ms == 0 || now_ms < key_expires_ms; }
 };
 
 struct Payment {

@@ -94,12 +94,29 @@ class PaymentQueries {
                                                                 const std::string& payment_id) = 0;
 };
 
+// A merchant has one or more API keys, stored as SHA-256 hashes. The key created with the
+// merchant never expires until it is rotated out; rotation adds a key and gives the others
+// an expiry (the grace period), after which they are refused.
 class MerchantStore {
  public:
   virtual ~MerchantStore() = default;
+  // Stores the merchant and m.api_key_hash as its first key.
   virtual Result<void> create_merchant(const Merchant& m) = 0;
+  // The merchant owning the key, with api_key_hash = key_hash and the key's expiry
+  // (key_expires_ms); expired keys are returned too: the caller checks key_valid_at(now).
   virtual Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& key_hash) = 0;
-  virtual Result<std::vector<Merchant>> all_merchants() = 0;  // warms the auth cache
+  // One record per stored key (as find_merchant_by_key_hash returns it); warms the caches.
+  virtual Result<std::vector<Merchant>> all_merchants() = 0;
+  // In one transaction: adds new_key_hash as a key of the merchant that never expires,
+  // makes every other key of the merchant stop at old_keys_expire_ms at the latest (at or
+  // before now_ms: refused at once) and deletes keys already expired at now_ms.
+  // Returns the merchant's other keys still stored, as find_merchant_by_key_hash returns
+  // them (with their new expiry: cached sessions must be replaced), or nullopt if there is
+  // no such merchant.
+  virtual Result<std::optional<std::vector<Merchant>>> rotate_api_key(const std::string& merchant_id,
+                                                                         const std::string& new_key_hash,
+                                                                         int64_t now_ms,
+                                                                         int64_t old_keys_expire_ms) = 0;
 };
 
 class EndpointStore {

@@ -153,6 +153,73 @@ TEST_P(QueriesContract, MerchantsAreFoundByKeyHashAndUnique) {
   EXPECT_EQ(h->merchants().all_merchants()->size(), 2u);
 }
 
+// Rotation: a new key that never expires; the merchant's other keys get the grace expiry
+// (never extended), keys already expired are deleted; all of it survives a restart.
+TEST_P(QueriesContract, ApiKeyRotationAddsAKeyAndExpiresTheOthers) {
+  ASSERT_TRUE(h->merchants().create_merchant(Merchant{"mer_1", "Shop", "k1", 0, 0, 1000}).ok());
+  ASSERT_TRUE(h->merchants().create_merchant(Merchant{"mer_2", "Other", "o1", 0, 0, 1000}).ok());
+  EXPECT_EQ(h->merchants().find_merchant_by_key_hash("k1")->value().key_expires_ms, 0);
+
+  // k1 -> k2 with a grace period until 5000.
+  auto r1 = h->merchants().rotate_api_key("mer_1", "k2", 2000, 5000);
+  ASSERT_TRUE(r1.ok()) << r1.error().message;
+  ASSERT_TRUE(r1->has_value());
+  ASSERT_EQ((*r1)->size(), 1u);
+  EXPECT_EQ((*r1)->at(0).api_key_hash, "k1");
+  EXPECT_EQ((*r1)->at(0).key_expires_ms, 5000);
+  EXPECT_EQ((*r1)->at(0).id, "mer_1");
+  auto k1 = h->merchants().find_merchant_by_key_hash("k1");
+  ASSERT_TRUE(k1.ok() && k1->has_value());
+  EXPECT_EQ((*k1)->key_expires_ms, 5000);
+  EXPECT_TRUE((*k1)->key_valid_at(4999));
+  EXPECT_FALSE((*k1)->key_valid_at(5000));
+  auto k2 = h->merchants().find_merchant_by_key_hash("k2");
+  ASSERT_TRUE(k2.ok() && k2->has_value());
+  EXPECT_EQ((*k2)->id, "mer_1");
+  EXPECT_EQ((*k2)->api_key_hash, "k2");
+  EXPECT_EQ((*k2)->key_expires_ms, 0);
+
+  // k2 -> k3 with a longer grace: k2 gets it, k1's earlier expiry is not extended.
+  auto r2 = h->merchants().rotate_api_key("mer_1", "k3", 3000, 8000);
+  ASSERT_TRUE(r2.ok() && r2->has_value());
+  EXPECT_EQ((*r2)->size(), 2u);
+  EXPECT_EQ(h->merchants().find_merchant_by_key_hash("k1")->value().key_expires_ms, 5000);
+  EXPECT_EQ(h->merchants().find_merchant_by_key_hash("k2")->value().key_expires_ms, 8000);
+
+  // k3 -> k4 revoking at once: every other key stops now.
+  auto r3 = h->merchants().rotate_api_key("mer_1", "k4", 4000, 4000);
+  ASSERT_TRUE(r3.ok() && r3->has_value());
+  EXPECT_EQ((*r3)->size(), 3u);
+  for (const char* k : {"k1", "k2", "k3"})
+    EXPECT_EQ(h->merchants().find_merchant_by_key_hash(k)->value().key_expires_ms, 4000) << k;
+
+  // A rotation after they expired deletes them.
+  auto r4 = h->merchants().rotate_api_key("mer_1", "k5", 6000, 9000);
+  ASSERT_TRUE(r4.ok() && r4->has_value());
+  ASSERT_EQ((*r4)->size(), 1u);
+  EXPECT_EQ((*r4)->at(0).api_key_hash, "k4");
+  for (const char* k : {"k1", "k2", "k3"}) EXPECT_FALSE(h->merchants().find_merchant_by_key_hash(k)->has_value()) << k;
+
+  // Other merchants are untouched; an unknown merchant or a taken key changes nothing.
+  EXPECT_EQ(h->merchants().find_merchant_by_key_hash("o1")->value().key_expires_ms, 0);
+  auto none = h->merchants().rotate_api_key("mer_none", "k6", 6000, 6000);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  EXPECT_FALSE(h->merchants().find_merchant_by_key_hash("k6")->has_value());
+  auto taken = h->merchants().rotate_api_key("mer_1", "o1", 6000, 6000);
+  ASSERT_FALSE(taken.ok());
+  EXPECT_EQ(taken.error().kind, ErrorKind::conflict);
+  EXPECT_EQ(h->merchants().find_merchant_by_key_hash("k5")->value().key_expires_ms, 0);
+  EXPECT_EQ(h->merchants().find_merchant_by_key_hash("o1")->value().id, "mer_2");
+
+  h->reopen();
+  EXPECT_EQ(h->merchants().find_merchant_by_key_hash("k4")->value().key_expires_ms, 9000);
+  EXPECT_EQ(h->merchants().find_merchant_by_key_hash("k5")->value().key_expires_ms, 0);
+  auto all = h->merchants().all_merchants();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 3u);  // k4, k5, o1
+}
+
 INSTANTIATE_TEST_SUITE_P(Adapters, QueriesContract, ::testing::ValuesIn(store_factories()), factory_name);
 
 }  // namespace

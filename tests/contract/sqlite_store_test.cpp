@@ -8,6 +8,7 @@
 #include <future>
 #include <set>
 
+#include "adapters/sqlite/schema.hpp"
 #include "adapters/sqlite/sqlite_store.hpp"
 #include "common/metrics.hpp"
 #include "contract/store_harness.hpp"
@@ -62,7 +63,7 @@ TEST_F(SqliteStoreTest, SchemaHasTheTablesAndColumnsOthersRead) {
   std::set<std::string> c(cols.begin(), cols.end());
   for (const char* name : {"offset", "topic", "partition", "key", "id", "type", "source", "time_ms", "traceparent", "data"})
     EXPECT_TRUE(c.count(name)) << name;
-  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"3"});
+  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{std::to_string(sqlite::kSchemaVersion)});
   EXPECT_EQ(sql("PRAGMA journal_mode"), std::vector<std::string>{"wal"});
 }
 
@@ -76,7 +77,7 @@ TEST_F(SqliteStoreTest, ReopenIsANoOpMigrationAndKeepsData) {
     EXPECT_EQ(s->list_payments("mer_1", std::nullopt, Page{10, ""})->size(), 1u);
     EXPECT_EQ(*s->count_events("tx.initiated"), 1);
   }
-  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"3"});
+  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{std::to_string(sqlite::kSchemaVersion)});
   EXPECT_EQ(sql("SELECT status FROM payments"), std::vector<std::string>{"processing"});
   EXPECT_EQ(sql("SELECT topic || ':' || partition FROM events"), std::vector<std::string>{"tx.initiated:0"});
 }
@@ -160,6 +161,9 @@ TEST_F(MaintainedBalances, MigrationFromVersion1BackfillsFromPostingsAndRefunds)
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(db,
                            "DROP TABLE account_balances; DROP TABLE refund_reservations; DROP TABLE log_projection; DROP TABLE dead_letter_replay_requests; "
+                           "DROP TABLE api_keys; ALTER TABLE webhook_endpoints DROP COLUMN previous_secret; "
+                           "ALTER TABLE webhook_endpoints DROP COLUMN previous_secret_expires_ms; "
+                           "ALTER TABLE webhook_endpoints DROP COLUMN disabled; "
                            "ALTER TABLE payments DROP COLUMN amount_refunding_minor; PRAGMA user_version = 1;",
                            nullptr, nullptr, nullptr),
               SQLITE_OK)
@@ -167,7 +171,7 @@ TEST_F(MaintainedBalances, MigrationFromVersion1BackfillsFromPostingsAndRefunds)
     sqlite3_close(db);
   }
   auto s = open();
-  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{"3"});
+  EXPECT_EQ(sql("PRAGMA user_version"), std::vector<std::string>{std::to_string(sqlite::kSchemaVersion)});
   expect_consistent();
   EXPECT_EQ(s->balances("mer_1")->at(0).available_minor, 970 + 500 - 200);
   EXPECT_EQ(sql("SELECT amount_refunding_minor FROM payments WHERE id = '" + refund_open.payment_id + "'"),

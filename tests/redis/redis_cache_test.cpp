@@ -40,6 +40,22 @@ struct FakeMerchants final : MerchantStore {
     for (auto& [_, m] : by_hash) v.push_back(m);
     return v;
   }
+  // Every other key of the merchant expires at old_keys_expire_ms (no deletion here).
+  Result<std::optional<std::vector<Merchant>>> rotate_api_key(const std::string& merchant_id, const std::string& h,
+                                                              int64_t, int64_t old_keys_expire_ms) override {
+    std::vector<Merchant> others;
+    for (auto& [_, m] : by_hash)
+      if (m.id == merchant_id) {
+        m.key_expires_ms = old_keys_expire_ms;
+        others.push_back(m);
+      }
+    if (others.empty()) return std::optional<std::vector<Merchant>>();
+    Merchant fresh = others.front();
+    fresh.api_key_hash = h;
+    fresh.key_expires_ms = 0;
+    by_hash[h] = fresh;
+    return std::optional<std::vector<Merchant>>(std::move(others));
+  }
 };
 
 struct FakePayments final : PaymentQueries {
@@ -164,6 +180,39 @@ TEST_F(RedisCaches, SessionsReadThroughThenHitAndCountBoth) {
   const int64_t t = pttl(*cache_, key_with("h_new"));
   EXPECT_GT(t, 590'000);
   EXPECT_LE(t, 600'000);
+}
+
+// A rotation replaces the cached sessions of the merchant's other keys with their new
+// expiry, and a read-through or warm-up that read the store before the rotation (and
+// writes after it) cannot put the old expiry back: those only SET NX.
+TEST_F(RedisCaches, RotationReplacesOtherKeysSessionsAndStaleWritesCannotUndoIt) {
+  FakeMerchants inner;
+  inner.by_hash["h_a"] = merchant("mer_r", "h_a");
+  RedisCachedMerchants sessions(inner, *cache_, 600s);
+  ASSERT_TRUE(sessions.find_merchant_by_key_hash("h_a")->has_value());  // cached, never expires
+  EXPECT_EQ(sessions.find_merchant_by_key_hash("h_a")->value().key_expires_ms, 0);
+
+  Merchant stale = inner.by_hash["h_a"];  // what a concurrent lookup read before the rotation
+  auto rotated = sessions.rotate_api_key("mer_r", "h_b", 1000, 5000);
+  ASSERT_TRUE(rotated.ok() && rotated->has_value());
+  ASSERT_EQ((*rotated)->size(), 1u);
+  EXPECT_EQ((*rotated)->at(0).key_expires_ms, 5000);
+
+  const int finds = inner.finds;
+  auto after = sessions.find_merchant_by_key_hash("h_a");  // a hit, with the new expiry
+  ASSERT_TRUE(after.ok() && after->has_value());
+  EXPECT_EQ((*after)->key_expires_ms, 5000);
+  EXPECT_EQ(inner.finds, finds);
+
+  // The stale lookup's write arrives now: a warm-up with the pre-rotation record.
+  inner.by_hash["h_a"] = stale;
+  ASSERT_TRUE(sessions.all_merchants().ok());
+  EXPECT_EQ(sessions.find_merchant_by_key_hash("h_a")->value().key_expires_ms, 5000);
+
+  // Unknown merchant: nothing stored, nothing cached.
+  auto none = sessions.rotate_api_key("mer_none", "h_c", 1000, 5000);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
 }
 
 TEST_F(RedisCaches, AllMerchantsWarmsTheSessionCache) {

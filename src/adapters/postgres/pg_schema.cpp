@@ -172,6 +172,22 @@ CREATE TABLE event_firsts(
 -- Retention purge: oldest first.
 CREATE INDEX event_firsts_seen ON event_firsts(seen_ms);
 )SQL",
+    // 3: credentials that rotate. A merchant's API keys (the one in merchants.api_key_hash
+    // is the newest; a key rotated out works until expires_ms), and a webhook endpoint's
+    // previous secret (signed with too until previous_secret_expires_ms) and disabled flag.
+    R"SQL(
+CREATE TABLE api_keys(
+  key_hash TEXT COLLATE "C" PRIMARY KEY,
+  merchant_id TEXT NOT NULL REFERENCES merchants(id),
+  created_ms BIGINT NOT NULL,
+  expires_ms BIGINT
+);
+CREATE INDEX api_keys_merchant ON api_keys(merchant_id);
+INSERT INTO api_keys(key_hash, merchant_id, created_ms) SELECT api_key_hash, id, created_ms FROM merchants;
+ALTER TABLE webhook_endpoints ADD COLUMN previous_secret TEXT NOT NULL DEFAULT '';
+ALTER TABLE webhook_endpoints ADD COLUMN previous_secret_expires_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE webhook_endpoints ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT false;
+)SQL",
 };
 
 // Advisory lock class for migrations; the second key is a hash of the schema name.

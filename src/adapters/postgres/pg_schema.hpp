@@ -6,7 +6,7 @@
 
 namespace ps::pg {
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 // The highest applied migration in the connection's search_path (0: none).
 Result<int> stored_version(Conn& c);
 

@@ -214,7 +214,10 @@ Refund read_refund(const Res& q, int r) {
   return x;
 }
 
-const char* const kMerchantCols = "id, name, api_key_hash, rate_limit_per_s, rate_limit_burst, created_ms";
+// A merchant as found by one of its keys: FROM kMerchantKeyFrom.
+const char* const kMerchantCols =
+    "m.id, m.name, k.key_hash, m.rate_limit_per_s, m.rate_limit_burst, m.created_ms, COALESCE(k.expires_ms, 0)";
+const char* const kMerchantKeyFrom = " FROM api_keys k JOIN merchants m ON m.id = k.merchant_id";
 Merchant read_merchant(const Res& q, int r) {
   Merchant m;
   m.id = q.text(r, 0);
@@ -223,6 +226,7 @@ Merchant read_merchant(const Res& q, int r) {
   m.rate_limit_per_s = q.f64(r, 3);
   m.rate_limit_burst = q.i64(r, 4);
   m.created_ms = q.i64(r, 5);
+  m.key_expires_ms = q.i64(r, 6);
   return m;
 }
 
@@ -1446,20 +1450,24 @@ Result<std::vector<JournalEntry>> PgStore::entries_for_payment(const std::string
 // ---------- MerchantStore ----------
 
 Result<void> PgStore::create_merchant(const Merchant& m) {
-  PS_LEASE(c);
-  auto r = c.exec(
-      "INSERT INTO merchants(id, name, api_key_hash, rate_limit_per_s, rate_limit_burst, created_ms) "
-      "VALUES($1, $2, $3, $4, $5, $6)",
-      Params(m.id, m.name, m.api_key_hash, m.rate_limit_per_s, m.rate_limit_burst, m.created_ms));
+  auto r = impl_->transact<void>([&](Conn& c) -> Result<void> {
+    PS_TRY(c.exec(
+        "INSERT INTO merchants(id, name, api_key_hash, rate_limit_per_s, rate_limit_burst, created_ms) "
+        "VALUES($1, $2, $3, $4, $5, $6)",
+        Params(m.id, m.name, m.api_key_hash, m.rate_limit_per_s, m.rate_limit_burst, m.created_ms)));
+    PS_TRY(c.exec("INSERT INTO api_keys(key_hash, merchant_id, created_ms) VALUES($1, $2, $3)",
+                  Params(m.api_key_hash, m.id, m.created_ms)));
+    return {};
+  });
   if (!r && r.error().kind == ErrorKind::conflict)
     return Error::conflict("merchant_exists", "a merchant with this id or key already exists");
-  if (!r) return r.error();
-  return {};
+  return r;
 }
 
 Result<std::optional<Merchant>> PgStore::find_merchant_by_key_hash(const std::string& key_hash) {
   PS_LEASE(c);
-  PS_EXEC(q, c, std::string("SELECT ") + kMerchantCols + " FROM merchants WHERE api_key_hash = $1", Params(key_hash));
+  PS_EXEC(q, c, std::string("SELECT ") + kMerchantCols + kMerchantKeyFrom + " WHERE k.key_hash = $1",
+          Params(key_hash));
   if (q.rows() == 0) return std::optional<Merchant>();
   return std::optional<Merchant>(read_merchant(q, 0));
 }
@@ -1467,9 +1475,34 @@ Result<std::optional<Merchant>> PgStore::find_merchant_by_key_hash(const std::st
 Result<std::vector<Merchant>> PgStore::all_merchants() {
   std::vector<Merchant> out;
   PS_LEASE(c);
-  PS_EXEC(q, c, std::string("SELECT ") + kMerchantCols + " FROM merchants ORDER BY created_ms, id");
+  PS_EXEC(q, c,
+          std::string("SELECT ") + kMerchantCols + kMerchantKeyFrom + " ORDER BY m.created_ms, m.id, k.created_ms");
   for (int i = 0; i < q.rows(); ++i) out.push_back(read_merchant(q, i));
   return out;
+}
+
+Result<std::optional<std::vector<Merchant>>> PgStore::rotate_api_key(const std::string& merchant_id,
+                                                                        const std::string& new_key_hash,
+                                                                        int64_t now_ms, int64_t old_keys_expire_ms) {
+  using Out = std::optional<std::vector<Merchant>>;
+  auto r = impl_->transact<Out>([&](Conn& c) -> Result<Out> {
+    // The merchant row is locked first: concurrent rotations of one merchant serialise.
+    PS_EXEC(u, c, "UPDATE merchants SET api_key_hash = $1 WHERE id = $2", Params(new_key_hash, merchant_id));
+    if (u.affected() == 0) return Out();
+    PS_TRY(c.exec("DELETE FROM api_keys WHERE merchant_id = $1 AND expires_ms IS NOT NULL AND expires_ms <= $2",
+                  Params(merchant_id, now_ms)));
+    PS_TRY(c.exec("UPDATE api_keys SET expires_ms = $1 WHERE merchant_id = $2 AND (expires_ms IS NULL OR expires_ms > $1)",
+                  Params(old_keys_expire_ms, merchant_id)));
+    PS_EXEC(q, c, std::string("SELECT ") + kMerchantCols + kMerchantKeyFrom + " WHERE k.merchant_id = $1",
+            Params(merchant_id));
+    std::vector<Merchant> others;
+    for (int i = 0; i < q.rows(); ++i) others.push_back(read_merchant(q, i));
+    PS_TRY(c.exec("INSERT INTO api_keys(key_hash, merchant_id, created_ms) VALUES($1, $2, $3)",
+                  Params(new_key_hash, merchant_id, now_ms)));
+    return Out(std::move(others));
+  });
+  if (!r && r.error().kind == ErrorKind::conflict) return Error::conflict("api_key_exists", "this API key already exists");
+  return r;
 }
 
 // ---------- EndpointStore ----------

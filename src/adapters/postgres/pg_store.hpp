@@ -106,6 +106,9 @@ class PgStore final : public IntakeStore,
   Result<void> create_merchant(const Merchant& m) override;
   Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& key_hash) override;
   Result<std::vector<Merchant>> all_merchants() override;
+  Result<std::optional<std::vector<Merchant>>> rotate_api_key(const std::string& merchant_id,
+                                                                 const std::string& new_key_hash, int64_t now_ms,
+                                                                 int64_t old_keys_expire_ms) override;
   // EndpointStore
   Result<void> create_endpoint(const WebhookEndpoint& e) override;
   Result<std::vector<WebhookEndpoint>> list_endpoints(const std::string& merchant_id) override;

@@ -116,6 +116,10 @@ class RedisCachedMerchants final : public MerchantStore {
   Result<void> create_merchant(const Merchant& m) override;          // store, then cache
   Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& key_hash) override;
   Result<std::vector<Merchant>> all_merchants() override;             // also warms the cache
+  // Store, then drop the cached sessions of the merchant's other keys.
+  Result<std::optional<std::vector<Merchant>>> rotate_api_key(const std::string& merchant_id,
+                                                                 const std::string& new_key_hash, int64_t now_ms,
+                                                                 int64_t old_keys_expire_ms) override;
  private:
   MerchantStore& inner_;
   RedisClient& cache_;

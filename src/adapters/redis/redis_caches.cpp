@@ -6,8 +6,10 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <thread>
 
 #include "adapters/redis/redis.hpp"
+#include "common/log.hpp"
 #include "adapters/redis/redis_internal.hpp"
 #include "common/metrics.hpp"
 #include "domain/event.hpp"
@@ -38,6 +40,7 @@ std::string encode_merchant(const Merchant& m) {
   o["rate"] = exact(m.rate_limit_per_s);
   o["burst"] = m.rate_limit_burst;
   o["created"] = m.created_ms;
+  o["exp"] = m.key_expires_ms;
   return json::serialize(o);
 }
 
@@ -52,6 +55,8 @@ std::optional<Merchant> decode_merchant(const std::string& s) {
   auto* rate = o.if_contains("rate");
   auto* burst = o.if_contains("burst");
   auto* created = o.if_contains("created");
+  auto* exp = o.if_contains("exp");  // absent in sessions cached before keys could rotate: a miss
+  if (!exp || !exp->is_int64()) return std::nullopt;
   if (!id || !id->is_string() || !name || !name->is_string() || !h || !h->is_string() || !rate ||
       !rate->is_string() || !burst || !burst->is_int64() || !created || !created->is_int64())
     return std::nullopt;
@@ -65,6 +70,7 @@ std::optional<Merchant> decode_merchant(const std::string& s) {
   if (r.empty() || *end != '\0') return std::nullopt;
   m.rate_limit_burst = burst->get_int64();
   m.created_ms = created->get_int64();
+  m.key_expires_ms = exp->get_int64();
   return m;
 }
 
@@ -73,6 +79,14 @@ std::optional<Merchant> decode_merchant(const std::string& s) {
 const Script& mset_px_script() {
   static const Script s(R"lua(
 for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1]) end
+return #KEYS
+)lua");
+  return s;
+}
+// The same, but only for keys that do not exist (SET NX).
+const Script& msetnx_px_script() {
+  static const Script s(R"lua(
+for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1], 'NX') end
 return #KEYS
 )lua");
   return s;
@@ -123,10 +137,40 @@ Result<std::optional<Merchant>> RedisCachedMerchants::find_merchant_by_key_hash(
   auto found = inner_.find_merchant_by_key_hash(key_hash);
   // Unknown keys are not cached: a merchant created later must authenticate at once.
   if (found && found->has_value() && got.ok()) {
-    auto set = cache_.command({"SET", key, encode_merchant(**found), "PX", std::to_string(ms(ttl_))});
-    (void)set;  // failures are counted by the client; the answer is already known
+    // NX: a rotation's write (which carries the new expiry) is never overwritten with what
+    // this lookup read before it; an entry that did not decode (older format) is replaced.
+    std::vector<std::string> set{"SET", key, encode_merchant(**found), "PX", std::to_string(ms(ttl_))};
+    if (got->type != Reply::Type::string) set.push_back("NX");
+    auto done = cache_.command(set);
+    (void)done;  // failures are counted by the client; the answer is already known
   }
   return found;
+}
+
+Result<std::optional<std::vector<Merchant>>> RedisCachedMerchants::rotate_api_key(const std::string& merchant_id,
+                                                                                const std::string& new_key_hash,
+                                                                                int64_t now_ms,
+                                                                                int64_t old_keys_expire_ms) {
+  auto r = inner_.rotate_api_key(merchant_id, new_key_hash, now_ms, old_keys_expire_ms);
+  if (!r || !r->has_value() || (*r)->empty()) return r;
+  // The other keys' sessions carry their old expiry: overwrite them (plain SET) with the
+  // new one. Read-throughs and warm-ups only SET NX, so one that read the store before the
+  // rotation committed cannot put the old expiry back after this write.
+  std::vector<std::string> keys, args{std::to_string(ms(ttl_))};
+  for (const auto& m : **r) {
+    keys.push_back(session_key(cache_, m.api_key_hash));
+    args.push_back(encode_merchant(m));
+  }
+  auto set = mset_px_script().run(cache_, keys, args);
+  for (int attempt = 1; !set && attempt < 3; ++attempt) {  // rare (an admin call): worth a short retry
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    set = mset_px_script().run(cache_, keys, args);
+  }
+  if (!set)
+    log::error("API key rotated, but the cached sessions of its other keys could not be replaced: other gateways "
+               "may accept them past their expiry until the session TTL",
+               {{"merchant_id", merchant_id}, {"error", set.error().message}});
+  return r;
 }
 
 Result<std::vector<Merchant>> RedisCachedMerchants::all_merchants() {
@@ -139,7 +183,7 @@ Result<std::vector<Merchant>> RedisCachedMerchants::all_merchants() {
       keys.push_back(session_key(cache_, v[j].api_key_hash));
       args.push_back(encode_merchant(v[j]));
     }
-    auto r = mset_px_script().run(cache_, keys, args);
+    auto r = msetnx_px_script().run(cache_, keys, args);  // NX: see find_merchant_by_key_hash
     if (!r) {
       redis_detail::warn_throttled(cache_warned, "session cache warm-up failed", cache_.options().name, r.error());
       break;  // the cache is optional: stop warming, keep the answer

@@ -195,6 +195,22 @@ CREATE TABLE dead_letter_replay_requests(
   requested_ms INTEGER NOT NULL
 );
 )SQL",
+    // 4: credentials that rotate. A merchant's API keys (the one in merchants.api_key_hash
+    // is the newest; a key rotated out works until expires_ms), and a webhook endpoint's
+    // previous secret (signed with too until previous_secret_expires_ms) and disabled flag.
+    R"SQL(
+CREATE TABLE api_keys(
+  key_hash TEXT PRIMARY KEY,
+  merchant_id TEXT NOT NULL REFERENCES merchants(id),
+  created_ms INTEGER NOT NULL,
+  expires_ms INTEGER
+);
+CREATE INDEX api_keys_merchant ON api_keys(merchant_id);
+INSERT INTO api_keys(key_hash, merchant_id, created_ms) SELECT api_key_hash, id, created_ms FROM merchants;
+ALTER TABLE webhook_endpoints ADD COLUMN previous_secret TEXT NOT NULL DEFAULT '';
+ALTER TABLE webhook_endpoints ADD COLUMN previous_secret_expires_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhook_endpoints ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+)SQL",
 };
 
 }  // namespace

@@ -8,7 +8,7 @@
 
 namespace ps::sqlite {
 
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 Result<void> migrate(Db& db);
 
 }  // namespace ps::sqlite

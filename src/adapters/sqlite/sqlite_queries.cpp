@@ -120,10 +120,18 @@ Result<std::vector<JournalEntry>> SqliteQueries::entries_for_payment(const std::
 
 Result<void> SqliteQueries::create_merchant(const Merchant& m) {
   return core_.run_sync([m](Db& db, JobCtx&) -> Result<void> {
-    PS_QUERY(q, db,
-             "INSERT INTO merchants(id, name, api_key_hash, rate_limit_per_s, rate_limit_burst, created_ms) "
-             "VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
-    q.bind_all(m.id, m.name, m.api_key_hash, m.rate_limit_per_s, m.rate_limit_burst, m.created_ms);
+    {
+      PS_QUERY(q, db,
+               "INSERT INTO merchants(id, name, api_key_hash, rate_limit_per_s, rate_limit_burst, created_ms) "
+               "VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+      q.bind_all(m.id, m.name, m.api_key_hash, m.rate_limit_per_s, m.rate_limit_burst, m.created_ms);
+      auto r = q.exec();
+      if (!r && sqlite::is_constraint(r.error()))
+        return Error::conflict("merchant_exists", "a merchant with this id or key already exists");
+      PS_TRY(r);
+    }
+    PS_QUERY(q, db, "INSERT INTO api_keys(key_hash, merchant_id, created_ms) VALUES(?1, ?2, ?3)");
+    q.bind_all(m.api_key_hash, m.id, m.created_ms);
     auto r = q.exec();
     if (!r && sqlite::is_constraint(r.error()))
       return Error::conflict("merchant_exists", "a merchant with this id or key already exists");
@@ -133,7 +141,7 @@ Result<void> SqliteQueries::create_merchant(const Merchant& m) {
 
 Result<std::optional<Merchant>> SqliteQueries::find_merchant_by_key_hash(const std::string& key_hash) {
   PS_LEASE_FROM(core_, db);
-  PS_QUERY(q, db, std::string("SELECT ") + kMerchantCols + " FROM merchants WHERE api_key_hash = ?1");
+  PS_QUERY(q, db, std::string("SELECT ") + kMerchantCols + kMerchantKeyFrom + " WHERE k.key_hash = ?1");
   q.bind(1, key_hash);
   PS_STEP(row, q);
   if (!row) return std::optional<Merchant>();
@@ -143,13 +151,62 @@ Result<std::optional<Merchant>> SqliteQueries::find_merchant_by_key_hash(const s
 Result<std::vector<Merchant>> SqliteQueries::all_merchants() {
   std::vector<Merchant> out;
   PS_LEASE_FROM(core_, db);
-  PS_QUERY(q, db, std::string("SELECT ") + kMerchantCols + " FROM merchants ORDER BY created_ms, id");
+  PS_QUERY(q, db, std::string("SELECT ") + kMerchantCols + kMerchantKeyFrom + " ORDER BY m.created_ms, m.id, k.created_ms");
   for (;;) {
     PS_STEP(row, q);
     if (!row) break;
     out.push_back(read_merchant(q));
   }
   return out;
+}
+
+Result<std::optional<std::vector<Merchant>>> SqliteQueries::rotate_api_key(const std::string& merchant_id,
+                                                                              const std::string& new_key_hash,
+                                                                              int64_t now_ms,
+                                                                              int64_t old_keys_expire_ms) {
+  auto out = std::make_shared<std::optional<std::vector<Merchant>>>();
+  auto r = core_.run_sync([=](Db& db, JobCtx&) -> Result<void> {
+    {
+      PS_QUERY(q, db, "UPDATE merchants SET api_key_hash = ?1 WHERE id = ?2");
+      q.bind_all(new_key_hash, merchant_id);
+      auto u = q.exec();
+      if (!u && sqlite::is_constraint(u.error()))
+        return Error::conflict("api_key_exists", "this API key already exists");
+      PS_TRY(u);
+    }
+    if (db.changes() == 0) return {};
+    {
+      PS_QUERY(q, db, "DELETE FROM api_keys WHERE merchant_id = ?1 AND expires_ms IS NOT NULL AND expires_ms <= ?2");
+      q.bind_all(merchant_id, now_ms);
+      PS_TRY(q.exec());
+    }
+    {
+      PS_QUERY(q, db,
+               "UPDATE api_keys SET expires_ms = ?1 WHERE merchant_id = ?2 AND (expires_ms IS NULL OR expires_ms > ?1)");
+      q.bind_all(old_keys_expire_ms, merchant_id);
+      PS_TRY(q.exec());
+    }
+    std::vector<Merchant> others;
+    {
+      PS_QUERY(q, db, std::string("SELECT ") + kMerchantCols + kMerchantKeyFrom + " WHERE k.merchant_id = ?1");
+      q.bind(1, merchant_id);
+      for (;;) {
+        PS_STEP(row, q);
+        if (!row) break;
+        others.push_back(read_merchant(q));
+      }
+    }
+    PS_QUERY(q, db, "INSERT INTO api_keys(key_hash, merchant_id, created_ms) VALUES(?1, ?2, ?3)");
+    q.bind_all(new_key_hash, merchant_id, now_ms);
+    auto ins = q.exec();
+    if (!ins && sqlite::is_constraint(ins.error()))
+      return Error::conflict("api_key_exists", "this API key already exists");
+    PS_TRY(ins);
+    *out = std::move(others);
+    return {};
+  });
+  if (!r) return r.error();
+  return *out;
 }
 
 // ---------- EndpointStore ----------

@@ -32,6 +32,9 @@ class SqliteQueries : public PaymentQueries, public MerchantStore, public Endpoi
   Result<void> create_merchant(const Merchant& m) override;
   Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& key_hash) override;
   Result<std::vector<Merchant>> all_merchants() override;
+  Result<std::optional<std::vector<Merchant>>> rotate_api_key(const std::string& merchant_id,
+                                                                 const std::string& new_key_hash, int64_t now_ms,
+                                                                 int64_t old_keys_expire_ms) override;
   // EndpointStore (delete is a soft delete; its pending deliveries become failed
   // with last_error "endpoint_deleted")
   Result<void> create_endpoint(const WebhookEndpoint& e) override;

@@ -51,7 +51,10 @@ Refund read_refund(const Query& q) {
   return r;
 }
 
-const char* const kMerchantCols = "id, name, api_key_hash, rate_limit_per_s, rate_limit_burst, created_ms";
+// A merchant as found by one of its keys: FROM kMerchantKeyFrom.
+const char* const kMerchantCols =
+    "m.id, m.name, k.key_hash, m.rate_limit_per_s, m.rate_limit_burst, m.created_ms, COALESCE(k.expires_ms, 0)";
+const char* const kMerchantKeyFrom = " FROM api_keys k JOIN merchants m ON m.id = k.merchant_id";
 Merchant read_merchant(const Query& q) {
   Merchant m;
   m.id = q.text(0);
@@ -60,6 +63,7 @@ Merchant read_merchant(const Query& q) {
   m.rate_limit_per_s = q.f64(3);
   m.rate_limit_burst = q.i64(4);
   m.created_ms = q.i64(5);
+  m.key_expires_ms = q.i64(6);
   return m;
 }
 

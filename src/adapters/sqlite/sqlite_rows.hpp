@@ -51,7 +51,8 @@ inline constexpr int kPaymentColCount = 13;   // columns of kPaymentCols
 Payment read_payment(const Query& q);
 extern const char* const kRefundCols;
 Refund read_refund(const Query& q);
-extern const char* const kMerchantCols;
+extern const char* const kMerchantCols;      // SELECT kMerchantCols kMerchantKeyFrom WHERE ...
+extern const char* const kMerchantKeyFrom;
 Merchant read_merchant(const Query& q);
 extern const char* const kEndpointCols;
 WebhookEndpoint read_endpoint(const Query& q, int b = 0);

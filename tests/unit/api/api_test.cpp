@@ -828,6 +828,79 @@ TEST(ApiAuth, WrongAdminKeysAreThrottledPerClientAddress) {
   EXPECT_EQ(admin("10.0.0.9", "admin-secret").status, 201);
 }
 
+// API key rotation (admin): the new key works at once; the old one until the grace period
+// ends, then 401 api_key_expired; expire_previous_after_s 0 revokes at once. Bad bodies and
+// unknown merchants are clear errors that change nothing.
+TEST(ApiAuth, RotatedKeysWorkForTheGracePeriodThenAreRefused) {
+  Harness h;
+  std::string id;
+  const std::string k1 = h.merchant("Acme", &id);
+  auto rotate = [&](const std::string& mid, const std::string& body) {
+    return h.call("POST", "/v1/merchants/" + mid + "/api_keys", body,
+                  {{"Authorization", "Bearer admin-secret"}, {"Content-Type", "application/json"}});
+  };
+  auto balance = [&](const std::string& key) { return h.call("GET", "/v1/balance", "", Harness::auth(key)).status; };
+
+  auto r = rotate(id, R"({"expire_previous_after_s":60})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  auto v = J(r.body);
+  const std::string k2(v.at("api_key").as_string());
+  EXPECT_TRUE(k2.starts_with("sk_"));
+  EXPECT_EQ(v.at("merchant_id").as_string(), id);
+  EXPECT_EQ(v.at("previous_keys_expire").as_int64(), h.clock.now_ms() + 60'000);
+  EXPECT_EQ(balance(k2), 200);
+  EXPECT_EQ(balance(k1), 200) << "in the grace period";
+  h.clock.advance(59s);
+  EXPECT_EQ(balance(k1), 200);
+  h.clock.advance(1s);
+  auto expired = h.call("GET", "/v1/balance", "", Harness::auth(k1));
+  EXPECT_EQ(expired.status, 401);
+  EXPECT_EQ(J(expired.body).at("error").at("code").as_string(), "api_key_expired");
+  EXPECT_EQ(balance(k2), 200);
+
+  // Revocation: 0 = the previous keys stop at once.
+  auto r3 = rotate(id, R"({"expire_previous_after_s":0})");
+  ASSERT_EQ(r3.status, 201) << r3.body;
+  const std::string k3(J(r3.body).at("api_key").as_string());
+  EXPECT_EQ(balance(k2), 401);
+  EXPECT_EQ(balance(k3), 200);
+
+  // An empty body takes the default grace period (24 hours).
+  auto r4 = rotate(id, "");
+  ASSERT_EQ(r4.status, 201) << r4.body;
+  EXPECT_EQ(J(r4.body).at("previous_keys_expire").as_int64(), h.clock.now_ms() + 86'400'000);
+
+  auto bad = rotate(id, R"({"expire_previous_after_s":-1})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(J(bad.body).at("error").at("param").as_string(), "expire_previous_after_s");
+  EXPECT_EQ(rotate(id, R"({"expire_previous_after_s":2592001})").status, 400);
+  EXPECT_EQ(rotate(id, R"({"grace":1})").status, 400);
+  EXPECT_EQ(rotate("mer_unknown", "").status, 404);
+  EXPECT_EQ(h.call("POST", "/v1/merchants/" + id + "/api_keys", "", Harness::auth(k3)).status, 401)
+      << "admin only";
+  EXPECT_EQ(balance(k3), 200) << "failed rotations changed nothing";
+}
+
+// The auth cache is re-read after auth_cache_ttl_ms: a key rotated out through another
+// gateway (here: straight in the store) is refused here once its expiry is read.
+TEST(ApiAuth, CachedKeysAreReReadAfterTheTtl) {
+  ApiConfig c = test_config();
+  c.auth_cache_ttl_ms = 5000;
+  Harness h(c);
+  std::string id;
+  const std::string k1 = h.merchant("Acme", &id);
+  auto balance = [&](const std::string& key) { return h.call("GET", "/v1/balance", "", Harness::auth(key)).status; };
+  EXPECT_EQ(balance(k1), 200);
+  const int lookups = h.s.key_hash_lookups;
+  // Another gateway revokes k1 (it writes the store; this gateway's cache does not know).
+  ASSERT_TRUE(h.s.rotate_api_key(id, "other-gateways-new-key", h.clock.now_ms(), h.clock.now_ms()).ok());
+  EXPECT_EQ(balance(k1), 200) << "still cached";
+  EXPECT_EQ(h.s.key_hash_lookups, lookups);
+  h.clock.advance(5s);
+  EXPECT_EQ(balance(k1), 401);
+  EXPECT_EQ(h.s.key_hash_lookups, lookups + 1);
+}
+
 TEST(ApiPreferWait, ParkedBytesAreBounded) {
   ApiConfig c = test_config();
   c.max_waiter_bytes = 1500;  // one parked payment (~900 B accounted) fits, two do not

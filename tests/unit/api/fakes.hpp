@@ -203,6 +203,29 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
     for (const auto& [h, m] : merchants_by_hash) out.push_back(m);
     return out;
   }
+  // The same rules as the stores (ports/stores.hpp); the stores' own are in the contract tests.
+  Result<std::optional<std::vector<Merchant>>> rotate_api_key(const std::string& merchant_id,
+                                                              const std::string& new_key_hash, int64_t now_ms,
+                                                              int64_t old_keys_expire_ms) override {
+    std::lock_guard lk(mu);
+    std::optional<Merchant> any;
+    std::vector<Merchant> others;
+    for (auto it = merchants_by_hash.begin(); it != merchants_by_hash.end();) {
+      Merchant& m = it->second;
+      if (m.id != merchant_id) { ++it; continue; }
+      any = m;
+      if (m.key_expires_ms != 0 && m.key_expires_ms <= now_ms) { it = merchants_by_hash.erase(it); continue; }
+      if (m.key_expires_ms == 0 || m.key_expires_ms > old_keys_expire_ms) m.key_expires_ms = old_keys_expire_ms;
+      others.push_back(m);
+      ++it;
+    }
+    if (!any) return std::optional<std::vector<Merchant>>();
+    Merchant fresh = *any;
+    fresh.api_key_hash = new_key_hash;
+    fresh.key_expires_ms = 0;
+    merchants_by_hash[new_key_hash] = fresh;
+    return std::optional<std::vector<Merchant>>(std::move(others));
+  }
 
   // EndpointStore
   Result<void> create_endpoint(const WebhookEndpoint& e) override {
