@@ -52,7 +52,9 @@ const std::vector<RouteDef>& route_table() {
       {"POST", "/v1/webhook_endpoints", RouteId::endpoints_create, AuthKind::merchant},
       {"GET", "/v1/webhook_endpoints", RouteId::endpoints_list, AuthKind::merchant},
       {"GET", "/v1/webhook_endpoints/{id}", RouteId::endpoints_get, AuthKind::merchant},
+      {"POST", "/v1/webhook_endpoints/{id}", RouteId::endpoints_update, AuthKind::merchant},
       {"DELETE", "/v1/webhook_endpoints/{id}", RouteId::endpoints_delete, AuthKind::merchant},
+      {"POST", "/v1/webhook_endpoints/{id}/rotate_secret", RouteId::endpoints_rotate_secret, AuthKind::merchant},
       {"GET", "/v1/events", RouteId::events_list, AuthKind::merchant},
       {"GET", "/v1/events/{id}", RouteId::events_get, AuthKind::merchant},
       {"POST", "/v1/events/{id}/redeliver", RouteId::events_redeliver, AuthKind::merchant},
@@ -354,7 +356,7 @@ struct Api::Impl {
 
     if (req.method == "POST") {
       bool needs_body = route.id == RouteId::merchants_create || route.id == RouteId::payments_create ||
-                        route.id == RouteId::endpoints_create;
+                        route.id == RouteId::endpoints_create || route.id == RouteId::endpoints_update;
       bool has_body = !req.body.empty();
       if ((needs_body || has_body) && !is_json_content_type(req.header("Content-Type")))
         return fail(respond, {ErrorKind::unsupported_media, "unsupported_media_type",
@@ -374,6 +376,8 @@ struct Api::Impl {
       case RouteId::endpoints_create: return create_endpoint(ctx, req, respond);
       case RouteId::endpoints_list: return list_endpoints(ctx, req, respond);
       case RouteId::endpoints_get: return get_endpoint(ctx, respond);
+      case RouteId::endpoints_update: return update_endpoint(ctx, req, respond);
+      case RouteId::endpoints_rotate_secret: return rotate_endpoint_secret(ctx, req, respond);
       case RouteId::endpoints_delete: return delete_endpoint(ctx, respond);
       case RouteId::events_list: return list_events(ctx, req, respond);
       case RouteId::events_get: return get_event(ctx, respond);
@@ -954,6 +958,35 @@ struct Api::Impl {
     if (!e) return fail(respond, e.error());
     if (!e.value()) return fail(respond, Error::not_found("no such webhook endpoint: " + ctx.param));
     respond(json_response(200, endpoint_json(*e.value(), false)));
+  }
+  // POST /v1/webhook_endpoints/{id}: url (checked as on create), enabled_events, disabled.
+  void update_endpoint(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    auto in = parse_endpoint_update_request(req.body, cfg.json_max_depth);
+    if (!in) return fail(respond, in.error());
+    if (in->url)
+      if (auto t = check_endpoint_target(in->target); !t) return fail(respond, t.error());
+    EndpointUpdate u;
+    u.url = in->url;
+    u.enabled_events = in->enabled_events;
+    u.disabled = in->disabled;
+    auto e = d.endpoints.update_endpoint(ctx.merchant.id, ctx.param, u);
+    if (!e) return fail(respond, e.error());
+    if (!e.value()) return fail(respond, Error::not_found("no such webhook endpoint: " + ctx.param));
+    respond(json_response(200, endpoint_json(*e.value(), false)));
+  }
+  // POST /v1/webhook_endpoints/{id}/rotate_secret: a new secret (shown once); the old one
+  // keeps signing beside it until the overlap ends (expire_previous_after_s).
+  void rotate_endpoint_secret(const Ctx& ctx, const HttpRequest& req, const Respond& respond) {
+    auto grace_s = parse_rotation_request(req.body, cfg.json_max_depth);
+    if (!grace_s) return fail(respond, grace_s.error());
+    EndpointUpdate u;
+    u.new_secret = "whsec_" + base64_encode(random_bytes(32));
+    u.previous_secret_expires_ms = d.clock.now_ms() + *grace_s * 1000;
+    auto e = d.endpoints.update_endpoint(ctx.merchant.id, ctx.param, u);
+    if (!e) return fail(respond, e.error());
+    if (!e.value()) return fail(respond, Error::not_found("no such webhook endpoint: " + ctx.param));
+    log::info("webhook secret rotated", {{"merchant_id", ctx.merchant.id}, {"endpoint_id", ctx.param}});
+    respond(json_response(200, endpoint_json(*e.value(), true)));
   }
   void delete_endpoint(const Ctx& ctx, const Respond& respond) {
     auto r = d.endpoints.delete_endpoint(ctx.merchant.id, ctx.param);

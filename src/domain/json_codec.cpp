@@ -71,7 +71,11 @@ std::string endpoint_json(const WebhookEndpoint& e, bool include_secret) {
   for (const auto& t : e.enabled_events) ev.push_back(json::value(t));
   if (ev.empty()) ev.push_back("*");
   o["enabled_events"] = std::move(ev);
+  o["disabled"] = e.disabled;
   if (include_secret) o["secret"] = e.secret;
+  // While a rotated-out secret still signs: when it stops (no secret is shown).
+  if (!e.previous_secret.empty() && e.previous_secret_expires_ms > 0)
+    o["previous_secret_expires"] = e.previous_secret_expires_ms;
   o["created"] = e.created_ms;
   return json::serialize(o);
 }

@@ -43,9 +43,16 @@ std::string_view to_string(DeliveryStatus s) {
 }
 
 bool WebhookEndpoint::wants(std::string_view event_type) const {
+  if (disabled) return false;
   if (enabled_events.empty()) return true;
   return std::any_of(enabled_events.begin(), enabled_events.end(),
                      [&](const std::string& e) { return e == "*" || e == event_type; });
+}
+
+std::vector<std::string_view> WebhookEndpoint::signing_secrets(int64_t now_ms) const {
+  std::vector<std::string_view> out{secret};
+  if (!previous_secret.empty() && now_ms < previous_secret_expires_ms) out.emplace_back(previous_secret);
+  return out;
 }
 
 }  // namespace ps

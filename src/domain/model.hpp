@@ -96,7 +96,15 @@ struct WebhookEndpoint {
   std::string secret;           // "whsec_" + base64 of 32 random bytes
   std::vector<std::string> enabled_events;  // empty or {"*"} = all
   int64_t created_ms = 0;
+  // Secret rotation: the secret it replaced is signed with too until this time (0: none).
+  std::string previous_secret{};
+  int64_t previous_secret_expires_ms = 0;
+  bool disabled = false;  // gets no deliveries (its pending ones were failed when disabled)
+  // Whether an event of this type is delivered to it (false while disabled).
   bool wants(std::string_view event_type) const;
+  // The secrets to sign with at now_ms: the current one, then the previous one while its
+  // overlap lasts (Standard Webhooks: one signature per secret).
+  std::vector<std::string_view> signing_secrets(int64_t now_ms) const;
 };
 
 // A merchant-facing event (GET /v1/events and webhook body).

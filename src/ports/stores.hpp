@@ -119,6 +119,28 @@ class MerchantStore {
                                                                          int64_t old_keys_expire_ms) = 0;
 };
 
+// A change to a webhook endpoint; unset fields stay as they are.
+struct EndpointUpdate {
+  std::optional<std::string> url;
+  std::optional<std::vector<std::string>> enabled_events;
+  std::optional<bool> disabled;          // disabling fails its pending deliveries ("endpoint_disabled")
+  std::optional<std::string> new_secret; // rotation: the current secret becomes the previous one
+  int64_t previous_secret_expires_ms = 0;  // with new_secret: until then both sign
+};
+
+// The endpoint after `u` (the one rule both stores apply inside their transaction).
+inline WebhookEndpoint apply_endpoint_update(WebhookEndpoint e, const EndpointUpdate& u) {
+  if (u.url) e.url = *u.url;
+  if (u.enabled_events) e.enabled_events = *u.enabled_events;
+  if (u.disabled) e.disabled = *u.disabled;
+  if (u.new_secret) {
+    e.previous_secret = std::move(e.secret);
+    e.secret = *u.new_secret;
+    e.previous_secret_expires_ms = u.previous_secret_expires_ms;
+  }
+  return e;
+}
+
 class EndpointStore {
  public:
   virtual ~EndpointStore() = default;
@@ -130,6 +152,12 @@ class EndpointStore {
   // endpoint are abandoned.
   virtual Result<bool> delete_endpoint(const std::string& merchant_id,
                                        const std::string& endpoint_id) = 0;
+  // Applies the update in one transaction; the endpoint as it is after it, or nullopt if
+  // the merchant has no such (undeleted) endpoint. Deliveries already due keep the URL
+  // they are sent to next from the row, so a URL change applies to their next attempt.
+  virtual Result<std::optional<WebhookEndpoint>> update_endpoint(const std::string& merchant_id,
+                                                                 const std::string& endpoint_id,
+                                                                 const EndpointUpdate& update) = 0;
 };
 
 class EventQueries {

@@ -25,6 +25,16 @@ std::string sign_webhook(std::string_view whsec_secret, std::string_view msg_id,
   return "v1," + base64_encode(hmac_sha256(key, msg));
 }
 
+std::string sign_webhook(const std::vector<std::string_view>& secrets, std::string_view msg_id, int64_t timestamp_s,
+                         std::string_view body) {
+  std::string out;
+  for (auto s : secrets) {
+    if (!out.empty()) out += ' ';
+    out += sign_webhook(s, msg_id, timestamp_s, body);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- NotifierStage
 
 NotifierStage::NotifierStage(DeliveryStore& deliveries, const Clock& clock)
@@ -199,7 +209,13 @@ void WebhookDispatcher::deliver(const DueDelivery& d) {
   const int64_t now = clock_.now_ms();
   std::optional<DeadLetter> letter;
 
-  if (!breaker.allow()) {
+  if (d.endpoint.disabled) {
+    // Disabling fails the endpoint's pending deliveries; this one was created by a batch
+    // that read the endpoint before it was disabled.
+    upd.status = DeliveryStatus::failed;
+    upd.last_error = "endpoint_disabled";
+    deliveries_total("endpoint_disabled").inc();
+  } else if (!breaker.allow()) {
     upd.next_attempt_ms = std::max(breaker.retry_at_ms(), now + opts_.breaker_reschedule_min.count());
     upd.last_error = "circuit_open";
     deliveries_total("circuit_open").inc();
@@ -208,7 +224,7 @@ void WebhookDispatcher::deliver(const DueDelivery& d) {
     const int64_t ts_s = now / 1000;
     HttpHeaders headers{{"webhook-id", d.event.id},
                         {"webhook-timestamp", std::to_string(ts_s)},
-                        {"webhook-signature", sign_webhook(d.endpoint.secret, d.event.id, ts_s, body)},
+                        {"webhook-signature", sign_webhook(d.endpoint.signing_secrets(now), d.event.id, ts_s, body)},
                         {"content-type", "application/json"}};
     const auto t0 = std::chrono::steady_clock::now();
     auto r = sender_.post(d.endpoint.url, headers, body, opts_.attempt_timeout);

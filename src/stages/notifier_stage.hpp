@@ -48,6 +48,10 @@ namespace ps {
 // where key = base64-decoded secret after the "whsec_" prefix.
 std::string sign_webhook(std::string_view whsec_secret, std::string_view msg_id, int64_t timestamp_s,
                          std::string_view body);
+// During a secret rotation: one signature per secret, space-separated (Standard Webhooks
+// "v1,<sig1> v1,<sig2>"); a receiver accepts the message if any one verifies.
+std::string sign_webhook(const std::vector<std::string_view>& secrets, std::string_view msg_id, int64_t timestamp_s,
+                         std::string_view body);
 
 class NotifierStage final : public Stage {
  public:

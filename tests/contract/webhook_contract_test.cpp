@@ -174,6 +174,73 @@ TEST_P(WebhookContract, DeletedEndpointAbandonsPendingDeliveries) {
   EXPECT_EQ(due(now).size(), 1u);
 }
 
+// Update: url, events and the disabled flag change in place (durably); disabling fails the
+// endpoint's pending deliveries; a secret rotation keeps the previous secret and its
+// expiry, which due deliveries carry to the dispatcher.
+TEST_P(WebhookContract, UpdateChangesUrlEventsDisabledAndRotatesTheSecret) {
+  schedule({delivery("evt_f", "we_1", now), delivery("evt_f", "we_2", now)});
+  EndpointUpdate u;
+  u.url = "http://127.0.0.1:9/moved";
+  u.enabled_events = std::vector<std::string>{"refund.failed"};
+  auto e = h->endpoints().update_endpoint("mer_1", "we_1", u);
+  ASSERT_TRUE(e.ok()) << e.error().message;
+  ASSERT_TRUE(e->has_value());
+  EXPECT_EQ((*e)->url, "http://127.0.0.1:9/moved");
+  EXPECT_EQ((*e)->enabled_events, std::vector<std::string>{"refund.failed"});
+  EXPECT_EQ((*e)->secret, "whsec_abc");
+  EXPECT_FALSE((*e)->disabled);
+
+  EndpointUpdate rot;
+  rot.new_secret = "whsec_new";
+  rot.previous_secret_expires_ms = now + 60'000;
+  ASSERT_TRUE(h->endpoints().update_endpoint("mer_1", "we_1", rot).ok());
+  auto d = due(now);
+  ASSERT_EQ(d.size(), 2u);
+  const DueDelivery& d1 = d[0].endpoint.id == "we_1" ? d[0] : d[1];
+  EXPECT_EQ(d1.endpoint.url, "http://127.0.0.1:9/moved") << "the next attempt goes to the new URL";
+  EXPECT_EQ(d1.endpoint.secret, "whsec_new");
+  EXPECT_EQ(d1.endpoint.previous_secret, "whsec_abc");
+  EXPECT_EQ(d1.endpoint.previous_secret_expires_ms, now + 60'000);
+  EXPECT_EQ(d1.event.id, "evt_f") << "the event columns still line up after the endpoint's";
+
+  EndpointUpdate off;
+  off.disabled = true;
+  auto disabled = h->endpoints().update_endpoint("mer_1", "we_2", off);
+  ASSERT_TRUE(disabled.ok() && disabled->has_value());
+  EXPECT_TRUE((*disabled)->disabled);
+  d = due(now);
+  ASSERT_EQ(d.size(), 1u) << "the disabled endpoint's pending delivery failed";
+  EXPECT_EQ(d[0].delivery.endpoint_id, "we_1");
+  // Disabled endpoints are still listed, but get no new deliveries.
+  auto listed = h->endpoints().list_endpoints("mer_1");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->size(), 2u);
+  auto targets = h->deliveries().endpoints_for("mer_1");
+  ASSERT_TRUE(targets.ok());
+  bool saw_disabled = false;
+  for (const auto& t : *targets)
+    if (t.id == "we_2") {
+      saw_disabled = true;
+      EXPECT_TRUE(t.disabled);
+      EXPECT_FALSE(t.wants("payment.failed")) << "it subscribed to payment.failed, but is disabled";
+    }
+  EXPECT_TRUE(saw_disabled);
+
+  // Unknown, foreign and deleted endpoints are not found and not changed.
+  EXPECT_FALSE(h->endpoints().update_endpoint("mer_1", "we_none", off)->has_value());
+  EXPECT_FALSE(h->endpoints().update_endpoint("mer_2", "we_1", off)->has_value());
+  ASSERT_TRUE(h->endpoints().delete_endpoint("mer_2", "we_3").value());
+  EXPECT_FALSE(h->endpoints().update_endpoint("mer_2", "we_3", off)->has_value());
+
+  h->reopen();
+  auto back = h->endpoints().get_endpoint("mer_1", "we_1");
+  ASSERT_TRUE(back.ok() && back->has_value());
+  EXPECT_EQ((*back)->url, "http://127.0.0.1:9/moved");
+  EXPECT_EQ((*back)->secret, "whsec_new");
+  EXPECT_EQ((*back)->previous_secret, "whsec_abc");
+  EXPECT_TRUE(h->endpoints().get_endpoint("mer_1", "we_2")->value().disabled);
+}
+
 INSTANTIATE_TEST_SUITE_P(Adapters, WebhookContract, ::testing::ValuesIn(store_factories()), factory_name);
 
 }  // namespace

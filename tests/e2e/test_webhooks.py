@@ -245,3 +245,53 @@ def test_bad_allow_list_is_a_start_up_error(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "--webhook-allow-cidrs" in r.stderr and "10.0.0.0/33" in r.stderr, r.stderr
+
+
+def test_secret_rotation_signs_with_both_then_update_and_disable(merchant, receiver):
+    """A rotated secret signs beside the new one during the overlap (a receiver that still
+    has the old secret verifies, and so does one with the new); a URL update moves the next
+    deliveries; a disabled endpoint gets nothing."""
+    c = merchant.client
+    ep = make_endpoint(c, receiver.url("/rot"))
+    old = ep["secret"]
+    r = c.post(f"/v1/webhook_endpoints/{ep['id']}/rotate_secret", {"expire_previous_after_s": 3600})
+    assert r.status == 200, r
+    new = r.json["secret"]
+    assert new.startswith("whsec_") and new != old
+    assert r.json["previous_secret_expires"] > 0
+    p = c.pay_ok(1200, "USD")
+    [d] = receiver.wait_for(payment_event_pred(p["id"]), what="webhook during the overlap")
+    assert len(d.headers["webhook-signature"].split(" ")) == 2, d.headers
+    verify_webhook(new, d.headers, d.body)
+    verify_webhook(old, d.headers, d.body)
+
+    # Overlap 0: only the new secret signs from now on.
+    r = c.post(f"/v1/webhook_endpoints/{ep['id']}/rotate_secret", {"expire_previous_after_s": 0})
+    assert r.status == 200, r
+    newest = r.json["secret"]
+    p2 = c.pay_ok(1300, "USD")
+    [d2] = receiver.wait_for(payment_event_pred(p2["id"]), what="webhook after the overlap")
+    verify_webhook(newest, d2.headers, d2.body)
+    with pytest.raises(AssertionError):
+        verify_webhook(new, d2.headers, d2.body)
+
+    # URL update: the next delivery goes to the new path.
+    r = c.post(f"/v1/webhook_endpoints/{ep['id']}", {"url": receiver.url("/moved")})
+    assert r.status == 200 and r.json["url"] == receiver.url("/moved"), r
+    assert "secret" not in r.json
+    p3 = c.pay_ok(1400, "USD")
+    [d3] = receiver.wait_for(payment_event_pred(p3["id"]), what="webhook after the URL update")
+    assert d3.path == "/moved"
+
+    # Disabled: a payment's webhook is not sent (a second, enabled endpoint proves it was due).
+    witness = make_endpoint(c, receiver.url("/witness"))
+    r = c.post(f"/v1/webhook_endpoints/{ep['id']}", {"disabled": True})
+    assert r.status == 200 and r.json["disabled"] is True, r
+    p4 = c.pay_ok(1500, "USD")
+    receiver.wait_for(lambda x: x.path == "/witness" and payment_event_pred(p4["id"])(x), what="witness webhook")
+    time.sleep(0.5)
+    assert not [x for x in receiver.snapshot() if x.path == "/moved" and payment_event_pred(p4["id"])(x)]
+    assert_error(c.post(f"/v1/webhook_endpoints/{ep['id']}", {"url": "http://169.254.169.254/x"}), 400,
+                 "url_not_allowed", "url")
+    assert c.get(f"/v1/webhook_endpoints/{ep['id']}").json["url"] == receiver.url("/moved")
+    c.request("DELETE", f"/v1/webhook_endpoints/{witness['id']}")

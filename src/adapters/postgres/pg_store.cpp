@@ -230,7 +230,8 @@ Merchant read_merchant(const Res& q, int r) {
   return m;
 }
 
-const char* const kEndpointCols = "id, merchant_id, url, secret, enabled_events, created_ms";
+const char* const kEndpointCols =
+    "id, merchant_id, url, secret, enabled_events, created_ms, previous_secret, previous_secret_expires_ms, disabled";
 WebhookEndpoint read_endpoint(const Res& q, int r, int b = 0) {
   WebhookEndpoint e;
   e.id = q.text(r, b + 0);
@@ -239,6 +240,9 @@ WebhookEndpoint read_endpoint(const Res& q, int r, int b = 0) {
   e.secret = q.text(r, b + 3);
   e.enabled_events = strings_from_json(q.text(r, b + 4));
   e.created_ms = q.i64(r, b + 5);
+  e.previous_secret = q.text(r, b + 6);
+  e.previous_secret_expires_ms = q.i64(r, b + 7);
+  e.disabled = q.boolean(r, b + 8);
   return e;
 }
 
@@ -1555,6 +1559,30 @@ Result<bool> PgStore::delete_endpoint(const std::string& merchant_id, const std:
   });
 }
 
+Result<std::optional<WebhookEndpoint>> PgStore::update_endpoint(const std::string& merchant_id,
+                                                                const std::string& endpoint_id,
+                                                                const EndpointUpdate& u) {
+  using Out = std::optional<WebhookEndpoint>;
+  return impl_->transact<Out>([&](Conn& c) -> Result<Out> {
+    PS_EXEC(q, c,
+            std::string("SELECT ") + kEndpointCols +
+                " FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 AND deleted_ms IS NULL FOR UPDATE",
+            Params(endpoint_id, merchant_id));
+    if (q.rows() == 0) return Out();
+    const WebhookEndpoint cur = read_endpoint(q, 0);
+    WebhookEndpoint e = apply_endpoint_update(cur, u);
+    PS_TRY(c.exec("UPDATE webhook_endpoints SET url = $1, enabled_events = $2, disabled = $3, secret = $4, "
+                  "previous_secret = $5, previous_secret_expires_ms = $6 WHERE id = $7",
+                  Params(e.url, strings_to_json(e.enabled_events), e.disabled, e.secret, e.previous_secret,
+                         e.previous_secret_expires_ms, endpoint_id)));
+    if (e.disabled && !cur.disabled)
+      PS_TRY(c.exec("UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint_disabled' "
+                    "WHERE endpoint_id = $1 AND status = 'pending'",
+                    Params(endpoint_id)));
+    return Out(std::move(e));
+  });
+}
+
 // ---------- EventQueries ----------
 
 Result<std::vector<MerchantEvent>> PgStore::list_events(const std::string& merchant_id, const Page& page) {
@@ -1602,7 +1630,8 @@ Result<std::vector<DueDelivery>> PgStore::due_deliveries(int64_t now_ms, size_t 
   static const std::string kCols =
       "d.id, d.event_id, d.endpoint_id, d.merchant_id, d.status, d.attempts, d.next_attempt_ms, "
       "d.last_http_status, d.last_error, "
-      "e.id, e.merchant_id, e.url, e.secret, e.enabled_events, e.created_ms, "
+      "e.id, e.merchant_id, e.url, e.secret, e.enabled_events, e.created_ms, e.previous_secret, "
+      "e.previous_secret_expires_ms, e.disabled, "
       "m.id, m.merchant_id, m.type, m.data_json, m.created_ms ";
   static const std::string kJoins =
       "JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.deleted_ms IS NULL "
@@ -1632,7 +1661,7 @@ Result<std::vector<DueDelivery>> PgStore::due_deliveries(int64_t now_ms, size_t 
             Params(pg::text_array(ids)));
     std::set<std::string> still;
     for (int i = 0; i < q.rows(); ++i) {
-      DueDelivery dd{read_delivery(q, i, 0), read_endpoint(q, i, 9), read_merchant_event(q, i, 15)};
+      DueDelivery dd{read_delivery(q, i, 0), read_endpoint(q, i, 9), read_merchant_event(q, i, 18)};
       const auto& cl = own.at(dd.delivery.id);
       if (dd.delivery.next_attempt_ms != cl.lease_ms) continue;  // rescheduled by someone else
       dd.delivery.next_attempt_ms = cl.due_ms;
@@ -1658,7 +1687,7 @@ Result<std::vector<DueDelivery>> PgStore::due_deliveries(int64_t now_ms, size_t 
             Params(now_ms, int64_t(max - out.size()), lease_ms));
     std::lock_guard g(im.claim_mu);
     for (int i = 0; i < q.rows(); ++i) {
-      DueDelivery dd{read_delivery(q, i, 0), read_endpoint(q, i, 9), read_merchant_event(q, i, 15)};
+      DueDelivery dd{read_delivery(q, i, 0), read_endpoint(q, i, 9), read_merchant_event(q, i, 18)};
       im.claims[dd.delivery.id] = Impl::Claim{dd.delivery.next_attempt_ms, lease_ms};
       out.push_back(std::move(dd));
     }

@@ -112,6 +112,8 @@ class PgStore final : public IntakeStore,
   // EndpointStore
   Result<void> create_endpoint(const WebhookEndpoint& e) override;
   Result<std::vector<WebhookEndpoint>> list_endpoints(const std::string& merchant_id) override;
+  Result<std::optional<WebhookEndpoint>> update_endpoint(const std::string& merchant_id, const std::string& endpoint_id,
+                                                         const EndpointUpdate& update) override;
   Result<std::optional<WebhookEndpoint>> get_endpoint(const std::string& merchant_id,
                                                       const std::string& endpoint_id) override;
   Result<bool> delete_endpoint(const std::string& merchant_id, const std::string& endpoint_id) override;

@@ -30,7 +30,8 @@ Result<std::vector<DueDelivery>> SqliteDeliveries::due_deliveries(int64_t now_ms
   PS_QUERY(q, db,
            "SELECT d.id, d.event_id, d.endpoint_id, d.merchant_id, d.status, d.attempts, d.next_attempt_ms, "
            "d.last_http_status, d.last_error, "
-           "e.id, e.merchant_id, e.url, e.secret, e.enabled_events, e.created_ms, "
+           "e.id, e.merchant_id, e.url, e.secret, e.enabled_events, e.created_ms, e.previous_secret, "
+           "e.previous_secret_expires_ms, e.disabled, "
            "m.id, m.merchant_id, m.type, m.data_json, m.created_ms "
            "FROM webhook_deliveries d "
            "JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.deleted_ms IS NULL "
@@ -41,7 +42,7 @@ Result<std::vector<DueDelivery>> SqliteDeliveries::due_deliveries(int64_t now_ms
   for (;;) {
     PS_STEP(row, q);
     if (!row) break;
-    out.push_back(DueDelivery{read_delivery(q, 0), read_endpoint(q, 9), read_merchant_event(q, 15)});
+    out.push_back(DueDelivery{read_delivery(q, 0), read_endpoint(q, 9), read_merchant_event(q, 18)});
   }
   return out;
 }

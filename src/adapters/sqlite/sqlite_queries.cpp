@@ -263,6 +263,44 @@ Result<bool> SqliteQueries::delete_endpoint(const std::string& merchant_id, cons
   return *deleted;
 }
 
+Result<std::optional<WebhookEndpoint>> SqliteQueries::update_endpoint(const std::string& merchant_id,
+                                                                      const std::string& endpoint_id,
+                                                                      const EndpointUpdate& u) {
+  auto out = std::make_shared<std::optional<WebhookEndpoint>>();
+  auto r = core_.run_sync([=](Db& db, JobCtx&) -> Result<void> {
+    std::optional<WebhookEndpoint> cur;
+    {
+      PS_QUERY(q, db,
+               std::string("SELECT ") + kEndpointCols +
+                   " FROM webhook_endpoints WHERE id = ?1 AND merchant_id = ?2 AND deleted_ms IS NULL");
+      q.bind_all(endpoint_id, merchant_id);
+      PS_STEP(row, q);
+      if (!row) return {};
+      cur = read_endpoint(q);
+    }
+    WebhookEndpoint e = apply_endpoint_update(*cur, u);
+    {
+      PS_QUERY(q, db,
+               "UPDATE webhook_endpoints SET url = ?1, enabled_events = ?2, disabled = ?3, secret = ?4, "
+               "previous_secret = ?5, previous_secret_expires_ms = ?6 WHERE id = ?7");
+      q.bind_all(e.url, strings_to_json(e.enabled_events), int64_t(e.disabled ? 1 : 0), e.secret, e.previous_secret,
+                 e.previous_secret_expires_ms, endpoint_id);
+      PS_TRY(q.exec());
+    }
+    if (e.disabled && !cur->disabled) {
+      PS_QUERY(q, db,
+               "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint_disabled' "
+               "WHERE endpoint_id = ?1 AND status = 'pending'");
+      q.bind(1, endpoint_id);
+      PS_TRY(q.exec());
+    }
+    *out = std::move(e);
+    return {};
+  });
+  if (!r) return r.error();
+  return *out;
+}
+
 // ---------- EventQueries ----------
 
 Result<std::vector<MerchantEvent>> SqliteQueries::list_events(const std::string& merchant_id, const Page& page) {

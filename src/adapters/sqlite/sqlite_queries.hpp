@@ -35,6 +35,8 @@ class SqliteQueries : public PaymentQueries, public MerchantStore, public Endpoi
   Result<std::optional<std::vector<Merchant>>> rotate_api_key(const std::string& merchant_id,
                                                                  const std::string& new_key_hash, int64_t now_ms,
                                                                  int64_t old_keys_expire_ms) override;
+  Result<std::optional<WebhookEndpoint>> update_endpoint(const std::string& merchant_id, const std::string& endpoint_id,
+                                                         const EndpointUpdate& update) override;
   // EndpointStore (delete is a soft delete; its pending deliveries become failed
   // with last_error "endpoint_deleted")
   Result<void> create_endpoint(const WebhookEndpoint& e) override;

@@ -67,7 +67,8 @@ Merchant read_merchant(const Query& q) {
   return m;
 }
 
-const char* const kEndpointCols = "id, merchant_id, url, secret, enabled_events, created_ms";
+const char* const kEndpointCols =
+    "id, merchant_id, url, secret, enabled_events, created_ms, previous_secret, previous_secret_expires_ms, disabled";
 WebhookEndpoint read_endpoint(const Query& q, int b) {
   WebhookEndpoint e;
   e.id = q.text(b + 0);
@@ -76,6 +77,9 @@ WebhookEndpoint read_endpoint(const Query& q, int b) {
   e.secret = q.text(b + 3);
   e.enabled_events = strings_from_json(q.text(b + 4));
   e.created_ms = q.i64(b + 5);
+  e.previous_secret = q.text(b + 6);
+  e.previous_secret_expires_ms = q.i64(b + 7);
+  e.disabled = q.i64(b + 8) != 0;
   return e;
 }
 

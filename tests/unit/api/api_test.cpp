@@ -31,7 +31,7 @@ TEST(ApiRouting, NotFoundMethodNotAllowedAndProbes) {
   EXPECT_EQ(err_code(r), "method_not_allowed");
   EXPECT_EQ(hdr(r, "Allow"), "POST, GET");
   r = h.call("PATCH", "/v1/webhook_endpoints/we_1");
-  EXPECT_EQ(hdr(r, "Allow"), "GET, DELETE");
+  EXPECT_EQ(hdr(r, "Allow"), "GET, POST, DELETE");
   r = h.call("GET", "/v1/payments/");
   EXPECT_EQ(r.status, 404);
   // A percent-encoded NUL in an id segment matches no route (a store must never see it).
@@ -899,6 +899,58 @@ TEST(ApiAuth, CachedKeysAreReReadAfterTheTtl) {
   h.clock.advance(5s);
   EXPECT_EQ(balance(k1), 401);
   EXPECT_EQ(h.s.key_hash_lookups, lookups + 1);
+}
+
+// Endpoint update: url (with the same address rules as create), enabled_events, disabled;
+// secret rotation: a new secret shown once, the previous one signs until the overlap ends.
+TEST(ApiEndpoints, UpdateAndSecretRotation) {
+  Harness h;
+  const std::string key = h.merchant(), other = h.merchant("Other");
+  auto ep = h.call("POST", "/v1/webhook_endpoints", R"({"url":"https://example.com/h"})", Harness::auth(key));
+  ASSERT_EQ(ep.status, 201) << ep.body;
+  const std::string eid(J(ep.body).at("id").as_string());
+  const std::string secret1(J(ep.body).at("secret").as_string());
+  auto update = [&](const std::string& body, const std::string& k) {
+    return h.call("POST", "/v1/webhook_endpoints/" + eid, body, Harness::auth(k));
+  };
+
+  auto r = update(R"({"url":"https://example.com/moved","enabled_events":["refund.failed"],"disabled":true})", key);
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto v = J(r.body);
+  EXPECT_EQ(v.at("url").as_string(), "https://example.com/moved");
+  EXPECT_EQ(v.at("enabled_events").as_array().size(), 1u);
+  EXPECT_TRUE(v.at("disabled").as_bool());
+  EXPECT_FALSE(v.as_object().contains("secret"));
+  EXPECT_TRUE(h.s.endpoints.at(eid).disabled);
+  EXPECT_EQ(h.s.endpoints.at(eid).secret, secret1) << "an update keeps the secret";
+  EXPECT_FALSE(J(update(R"({"disabled":false})", key).body).at("disabled").as_bool());
+
+  // Bad updates are clear errors and change nothing.
+  EXPECT_EQ(err_code(update(R"({"url":"http://10.0.0.1/x"})", key)), "url_not_allowed");
+  EXPECT_EQ(err_code(update(R"({"url":"http://a@b/x"})", key)), "url_invalid");
+  EXPECT_EQ(err_code(update(R"({"disabled":"yes"})", key)), "parameter_invalid");
+  EXPECT_EQ(err_code(update(R"({"secret":"whsec_x"})", key)), "parameter_unknown");
+  EXPECT_EQ(err_code(update("{}", key)), "parameter_missing");
+  EXPECT_EQ(update(R"({"disabled":true})", other).status, 404) << "another merchant's endpoint";
+  EXPECT_EQ(h.s.endpoints.at(eid).url, "https://example.com/moved");
+  EXPECT_FALSE(h.s.endpoints.at(eid).disabled);
+
+  auto rot = h.call("POST", "/v1/webhook_endpoints/" + eid + "/rotate_secret", R"({"expire_previous_after_s":600})",
+                    Harness::auth(key));
+  ASSERT_EQ(rot.status, 200) << rot.body;
+  auto rv = J(rot.body);
+  const std::string secret2(rv.at("secret").as_string());
+  EXPECT_TRUE(secret2.starts_with("whsec_"));
+  EXPECT_NE(secret2, secret1);
+  EXPECT_EQ(rv.at("previous_secret_expires").as_int64(), h.clock.now_ms() + 600'000);
+  EXPECT_EQ(h.s.endpoints.at(eid).previous_secret, secret1);
+  EXPECT_EQ(h.s.endpoints.at(eid).signing_secrets(h.clock.now_ms()).size(), 2u);
+  EXPECT_EQ(h.s.endpoints.at(eid).signing_secrets(h.clock.now_ms() + 600'000).size(), 1u);
+  auto got = J(h.call("GET", "/v1/webhook_endpoints/" + eid, "", Harness::auth(key)).body);
+  EXPECT_FALSE(got.as_object().contains("secret"));
+  EXPECT_EQ(got.at("previous_secret_expires").as_int64(), h.clock.now_ms() + 600'000);
+  EXPECT_EQ(h.call("POST", "/v1/webhook_endpoints/" + eid + "/rotate_secret", "", Harness::auth(other)).status, 404);
+  EXPECT_EQ(h.call("POST", "/v1/webhook_endpoints/we_none/rotate_secret", "", Harness::auth(key)).status, 404);
 }
 
 TEST(ApiPreferWait, ParkedBytesAreBounded) {

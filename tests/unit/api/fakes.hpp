@@ -253,6 +253,14 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
     endpoints.erase(it);
     return true;
   }
+  Result<std::optional<WebhookEndpoint>> update_endpoint(const std::string& merchant_id, const std::string& id,
+                                                         const EndpointUpdate& u) override {
+    std::lock_guard lk(mu);
+    auto it = endpoints.find(id);
+    if (it == endpoints.end() || it->second.merchant_id != merchant_id) return std::optional<WebhookEndpoint>();
+    it->second = apply_endpoint_update(it->second, u);
+    return std::optional<WebhookEndpoint>(it->second);
+  }
 
   // EventQueries
   Result<std::vector<MerchantEvent>> list_events(const std::string& merchant_id, const Page& page) override {

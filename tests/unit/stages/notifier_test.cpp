@@ -143,6 +143,50 @@ TEST_F(DispatcherFixture, SuccessSendsSignedStandardWebhook) {
   EXPECT_EQ(disp.run_once(), 0u);   // nothing due any more
 }
 
+// During a secret rotation's overlap both secrets sign (Standard Webhooks: space-separated
+// signatures, current first); after it only the current one.
+TEST_F(DispatcherFixture, RotatedSecretSignsBesideTheNewOneUntilTheOverlapEnds) {
+  WebhookEndpoint ep = endpoint("we_rot", {});
+  ep.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+  ep.previous_secret = "whsec_c2VjcmV0LW9mLXRoZS1wcmV2aW91cy1vbmU=";
+  ep.previous_secret_expires_ms = clock.now_ms() + 1000;
+  add_due("wd_rot1", ep);
+  WebhookDispatcher disp(store, sender, clock, opts());
+  ASSERT_EQ(disp.run_once(), 1u);
+  ASSERT_EQ(sender.calls.size(), 1u);
+  const auto& c = sender.calls[0];
+  const int64_t ts = std::stoll(testing::FakeSender::header(c.headers, "webhook-timestamp"));
+  const std::string both = testing::FakeSender::header(c.headers, "webhook-signature");
+  EXPECT_EQ(both, sign_webhook(ep.secret, store.due[0].event.id, ts, c.body) + " " +
+                      sign_webhook(ep.previous_secret, store.due[0].event.id, ts, c.body));
+  EXPECT_NE(sign_webhook(ep.secret, store.due[0].event.id, ts, c.body),
+            sign_webhook(ep.previous_secret, store.due[0].event.id, ts, c.body));
+
+  clock.advance(1s);  // the overlap is over
+  store.due.clear();
+  add_due("wd_rot2", ep);
+  ASSERT_EQ(disp.run_once(), 1u);
+  ASSERT_EQ(sender.calls.size(), 2u);
+  const auto& c2 = sender.calls[1];
+  const int64_t ts2 = std::stoll(testing::FakeSender::header(c2.headers, "webhook-timestamp"));
+  EXPECT_EQ(testing::FakeSender::header(c2.headers, "webhook-signature"),
+            sign_webhook(ep.secret, store.due[0].event.id, ts2, c2.body));
+}
+
+// A delivery that reaches the dispatcher for a disabled endpoint is failed, not sent.
+TEST_F(DispatcherFixture, DisabledEndpointIsNotSentTo) {
+  WebhookEndpoint ep = endpoint("we_off", {});
+  ep.disabled = true;
+  EXPECT_FALSE(ep.wants("payment.succeeded"));
+  add_due("wd_off", ep);
+  WebhookDispatcher disp(store, sender, clock, opts());
+  disp.run_once();
+  EXPECT_TRUE(sender.calls.empty());
+  ASSERT_EQ(store.recorded.size(), 1u);
+  EXPECT_EQ(store.recorded[0].first.status, DeliveryStatus::failed);
+  EXPECT_EQ(store.recorded[0].first.last_error, "endpoint_disabled");
+}
+
 TEST_F(DispatcherFixture, RetryScheduleThenDeadLetterAfterLastAttempt) {
   add_due("wd_2", endpoint("we_2", {}), "payment.failed");
   sender.fn = [](const std::string&) { return Result<int>(500); };
