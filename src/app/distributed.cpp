@@ -34,6 +34,10 @@ KafkaOptions kafka_options(const DistConfig& d, const std::string& role) {
   k.topic_prefix = d.topic_prefix;
   k.transaction_timeout_ms = int(d.kafka_transaction_timeout_ms);
   k.request_timeout_ms = int(d.kafka_request_timeout_ms);
+  // validate() has read the password file once already; a failure now leaves the
+  // properties out, and the broker refuses the connection (a clear log line either way).
+  if (auto sec = d.kafka_security_properties(); sec) k.security = std::move(*sec);
+  else log::error("Kafka security settings", {{"error", sec.error().message}});
   return k;
 }
 
@@ -41,6 +45,7 @@ PgOptions pg_options(const DistConfig& d) {
   PgOptions p;
   p.url = d.postgres_url;
   p.schema = d.postgres_schema;
+  p.tls = d.postgres_tls();
   p.pool_size = size_t(d.db_pool_size);
   p.statement_timeout_ms = int(d.db_statement_timeout_ms);
   p.relay_after_ms = int(d.outbox_relay_after_ms);
@@ -116,7 +121,7 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
     if (!terminal.empty()) payments.put(terminal);
   });
   RedisEvictionsMonitor evictions({durable->get(), cache->get()}, std::chrono::seconds(5));
-  PgActivityMonitor pg_activity(d.postgres_url, std::chrono::seconds(5));  // lock contention
+  PgActivityMonitor pg_activity(d.postgres_url, std::chrono::seconds(5), d.postgres_tls());  // lock contention
 
   Api api(ApiDeps{**store, payments, merchants, **store, **store, **store, idempotency, rate_limiter, clock,
                   nullptr, &system_resolver()},

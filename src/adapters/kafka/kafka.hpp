@@ -63,7 +63,18 @@ struct KafkaOptions {
   int session_timeout_ms = 10000;      // consumer group session
   int statistics_interval_ms = 1000;   // consumer lag metric refresh
   std::map<std::string, std::string> extra;  // raw librdkafka properties (config file)
+  // Transport security, set on every producer, consumer and admin client after `extra`:
+  // security.protocol, ssl.ca.location, ssl.endpoint.identification.algorithm,
+  // sasl.mechanisms, sasl.username, sasl.password.
+  std::map<std::string, std::string> security;
 };
+
+// Checks librdkafka accepts `props` (the `security` properties above): every property is
+// set on a configuration and a producer handle is created from it without brokers, so
+// nothing connects. It fails as librdkafka would at start-up: an unknown value, a
+// mechanism this librdkafka build lacks, a CA file OpenSSL cannot load. Error::invalid with
+// code kafka_config_invalid and librdkafka's reason (it names properties, never values).
+Result<void> check_client_properties(const std::map<std::string, std::string>& props);
 
 class KafkaPublisher final : public EventPublisher {
  public:

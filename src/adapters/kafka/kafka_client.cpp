@@ -99,6 +99,7 @@ Result<RkPtr> make_client(rd_kafka_type_t type, const KafkaOptions& o, const Pro
   set("log.connection.close", "false");  // idle connections closed by the broker are normal
   for (const auto& [k, v] : defaults) set(k, v);
   for (const auto& [k, v] : o.extra) set(k, v);
+  for (const auto& [k, v] : o.security) set(k, v);
   for (const auto& [k, v] : required) set(k, v);
   if (bad) {
     rd_kafka_conf_destroy(conf);
@@ -170,3 +171,28 @@ Result<int> partition_count(rd_kafka_t* rk, const std::string& topic, int timeou
 }
 
 }  // namespace ps::kafka
+
+namespace ps {
+
+Result<void> check_client_properties(const std::map<std::string, std::string>& props) {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char errstr[512];
+  for (const auto& [k, v] : props) {
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      return Error::invalid("kafka_config_invalid", "Kafka property " + k + ": " + errstr, k);
+    }
+  }
+  // No bootstrap.servers: the handle knows no broker and opens no connection. Its own logs
+  // (none expected) are dropped; the error string is what matters.
+  rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t*, int, const char*, const char*) {});
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    return Error::invalid("kafka_config_invalid", std::string("Kafka client: ") + errstr);
+  }
+  rd_kafka_destroy(rk);
+  return ok();
+}
+
+}  // namespace ps
