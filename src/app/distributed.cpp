@@ -75,6 +75,14 @@ int config_error(const char* role, const Error& e) {
   return 2;
 }
 
+// With TLS or SASL, credentials and certificates the brokers refuse are a configuration
+// error at start-up (exit 2), not an endless stream of retries behind a ready process.
+Result<void> check_kafka_access(const DistConfig& d, const std::string& role) {
+  auto sec = d.kafka_security_properties();
+  if (!sec || sec->empty()) return ok();  // plaintext: nothing to refuse
+  return check_broker_access(kafka_options(d, role), milliseconds(std::max<int64_t>(d.kafka_request_timeout_ms, 1000)));
+}
+
 int startup_error(const char* what, const Error& e) {
   log::error(what, {{"error", e.message}});
   return 1;
@@ -91,6 +99,7 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
     return config_error("gateway", Error::invalid("config_invalid",
         "PAYSTREAM_ADMIN_KEY is required (gateways are stateless: every gateway needs the same admin key)", "admin_key"));
   if (auto k = check_admin_key(admin_env); !k) return config_error("gateway", k.error());
+  if (auto a = check_kafka_access(d, "gateway"); !a) return config_error("gateway", a.error());
   sigset_t signals = block_shutdown_signals();
   SystemClock clock;
   log_webhook_targets(cfg);
@@ -168,6 +177,7 @@ int run_worker(const ServeConfig& cfg, const DistConfig& d) {
   log_webhook_targets(cfg);
   std::string role = "worker";
   for (const auto& s : d.stages) role += "-" + s;
+  if (auto a = check_kafka_access(d, role); !a) return config_error("worker", a.error());
 
   auto publisher = KafkaPublisher::open(kafka_options(d, role));
   if (!publisher) return startup_error("cannot open Kafka producer", publisher.error());

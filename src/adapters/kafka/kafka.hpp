@@ -76,6 +76,14 @@ struct KafkaOptions {
 // code kafka_config_invalid and librdkafka's reason (it names properties, never values).
 Result<void> check_client_properties(const std::map<std::string, std::string>& props);
 
+// Start-up check of a TLS or SASL configuration against the brokers: connects and waits up
+// to `wait` for the cluster's metadata. Error::invalid with code kafka_access_refused if a
+// broker refused the TLS handshake (e.g. its certificate does not verify against the CA)
+// or the SASL credentials: a mistake no retry fixes. Ok once the metadata came, and also
+// if no broker answered in time (unreachable is not a configuration error; the clients
+// keep retrying as they always do).
+Result<void> check_broker_access(const KafkaOptions& o, std::chrono::milliseconds wait);
+
 class KafkaPublisher final : public EventPublisher {
  public:
   static Result<std::unique_ptr<KafkaPublisher>> open(const KafkaOptions& opts);
