@@ -9,6 +9,7 @@
 #include <fstream>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "adapters/kafka/kafka.hpp"
 #include "app/config.hpp"
@@ -216,6 +217,12 @@ Result<void> DistConfig::validate_transport_security(Needs needs) const {
       return bad(param, "Kafka security settings rejected by librdkafka: " + why);
     }
   }
+  // Redis: hiredis 0.14 (Debian 12) has no TLS. Say so instead of "must start with redis://".
+  for (const auto& [param, flag, url] : {std::tuple{"redis_url", "--redis-url", &redis_url},
+                                         std::tuple{"redis_cache_url", "--redis-cache-url", &redis_cache_url}})
+    if (lower(*url).rfind("rediss://", 0) == 0)
+      return bad(param, std::string(flag) + ": rediss:// (Redis over TLS) is not supported: Debian's hiredis 0.14 has no TLS; "
+                        "keep Redis on a private segment or behind a TLS sidecar on loopback (docs/OPERATIONS.md, Transport security)");
   // PostgreSQL.
   static const std::set<std::string> sslmodes = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
   if (!postgres_sslmode.empty() && !sslmodes.count(postgres_sslmode))

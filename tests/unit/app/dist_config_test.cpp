@@ -229,6 +229,18 @@ TEST_F(DistConfigSecurity, PostgresSslmodeAndRootCert) {
   EXPECT_EQ(param_of(d), "ok");
 }
 
+TEST_F(DistConfigSecurity, RedisOverTlsIsRefusedWithTheReason) {
+  DistConfig d = base();
+  d.redis_url = "rediss://127.0.0.1:6380/0";
+  d.redis_cache_url = "redis://127.0.0.1:6379/0";
+  EXPECT_EQ(param_of(d), "redis_url");
+  EXPECT_NE(d.validate({}).error().message.find("hiredis 0.14 has no TLS"), std::string::npos);
+  d.redis_url = "redis://127.0.0.1:6379/0";
+  d.redis_cache_url = "REDISS://:pw@127.0.0.1:6380/0";
+  EXPECT_EQ(param_of(d), "redis_cache_url");
+  EXPECT_EQ(d.validate({}).error().message.find("pw@"), std::string::npos);  // the URL is not quoted
+}
+
 TEST_F(DistConfigSecurity, FlagsAndEnvironmentFillTheOptions) {
   DistConfig d;
   CLI::App app;
