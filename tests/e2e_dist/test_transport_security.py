@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 
+import conftest
 import pslib
 from conftest import Deployment
 
@@ -74,12 +75,12 @@ def tls_dist(tmp_path_factory, tls_env):
     d.env.update(tls_env)
     # libpq reads PGAPPNAME: this deployment's sessions are the ones with this name.
     d.env["PGAPPNAME"] = f"ps-tls-{d.session}"
+    # A failing test shows the roles' logs (conftest's report hook), unless the session's
+    # shared deployment was made first (this module runs on its own: -m tls).
+    conftest._dist_holder.append(d)
     try:
         d.start()  # migrate and topics create over TLS too, then every role
     except BaseException:
-        for r in d.roles:
-            if r.starts:
-                print(f"--- {r.name}\n{r.tail(40)}")
         d.stop()
         raise
     yield d
