@@ -172,12 +172,12 @@ int run_worker(const ServeConfig& cfg, const DistConfig& d) {
   auto has = [&d](const char* s) { return std::find(d.stages.begin(), d.stages.end(), s) != d.stages.end(); };
   const bool needs_redis = has("fraud") || has("ledger");
   if (auto v = d.validate({true, true, needs_redis}); !v) return config_error("worker", v.error());
-  sigset_t signals = block_shutdown_signals();
-  SystemClock clock;
-  log_webhook_targets(cfg);
   std::string role = "worker";
   for (const auto& s : d.stages) role += "-" + s;
   if (auto a = check_kafka_access(d, role); !a) return config_error("worker", a.error());
+  sigset_t signals = block_shutdown_signals();
+  SystemClock clock;
+  log_webhook_targets(cfg);
 
   auto publisher = KafkaPublisher::open(kafka_options(d, role));
   if (!publisher) return startup_error("cannot open Kafka producer", publisher.error());
