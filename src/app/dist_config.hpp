@@ -5,9 +5,11 @@
 // `deploy/local/stack env` prints). Validated at start-up.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "adapters/postgres/pg_tls.hpp"
 #include "common/result.hpp"
 
 namespace CLI { class App; }
@@ -21,9 +23,18 @@ struct DistConfig {
   std::string instance_id;              // stable per process instance; default: host name
   int64_t kafka_transaction_timeout_ms = 10000;
   int64_t kafka_request_timeout_ms = 5000;
+  // Kafka transport security (librdkafka security.protocol, ssl.*, sasl.*; docs/OPERATIONS.md)
+  std::string kafka_security_protocol = "plaintext";  // plaintext, ssl, sasl_plaintext, sasl_ssl
+  std::string kafka_ssl_ca_location;    // PEM CA file (or directory); empty: the system's CAs
+  std::string kafka_sasl_mechanism;     // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (sasl_* only)
+  std::string kafka_sasl_username;
+  std::string kafka_sasl_password;      // secret: never logged, never in an error message
+  std::string kafka_sasl_password_file; // or the password read from this file
   // PostgreSQL
   std::string postgres_url;             // PAYSTREAM_POSTGRES_URL
   std::string postgres_schema;          // empty: public
+  std::string postgres_sslmode;         // empty: the URL's sslmode, else libpq's default (prefer)
+  std::string postgres_sslrootcert;     // PEM CA file; required with verify-ca / verify-full
   int64_t db_pool_size = 8;
   int64_t db_statement_timeout_ms = 5000;
   int64_t intake_publish_wait_ms = 1000;  // then 202 anyway: the outbox row guarantees the event
@@ -47,7 +58,14 @@ struct DistConfig {
 
   struct Needs { bool kafka = false, postgres = false, redis = false; };
   Result<void> validate(Needs needs) const;
+  // The librdkafka properties of the security options (the password read from
+  // --kafka-sasl-password-file if that is set); empty for plaintext.
+  Result<std::map<std::string, std::string>> kafka_security_properties() const;
+  PgTls postgres_tls() const { return {postgres_sslmode, postgres_sslrootcert}; }
   std::string effective_instance_id(const std::string& role) const;
+
+ private:
+  Result<void> validate_transport_security(Needs needs) const;
 };
 
 void add_kafka_options(CLI::App& cmd, DistConfig& cfg);

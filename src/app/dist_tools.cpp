@@ -20,7 +20,7 @@ int run_migrate(const DistConfig& d) {
     std::cerr << "paystream migrate: " << v.error().message << "\n";
     return 2;
   }
-  auto r = pg_migrate(d.postgres_url, d.postgres_schema);
+  auto r = pg_migrate(d.postgres_url, d.postgres_schema, d.postgres_tls());
   if (!r) {
     std::cerr << "paystream migrate: " << r.error().message << "\n";
     return 1;

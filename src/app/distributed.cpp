@@ -34,6 +34,10 @@ KafkaOptions kafka_options(const DistConfig& d, const std::string& role) {
   k.topic_prefix = d.topic_prefix;
   k.transaction_timeout_ms = int(d.kafka_transaction_timeout_ms);
   k.request_timeout_ms = int(d.kafka_request_timeout_ms);
+  // validate() has read the password file once already; a failure now leaves the
+  // properties out, and the broker refuses the connection (a clear log line either way).
+  if (auto sec = d.kafka_security_properties(); sec) k.security = std::move(*sec);
+  else log::error("Kafka security settings", {{"error", sec.error().message}});
   return k;
 }
 
@@ -41,6 +45,7 @@ PgOptions pg_options(const DistConfig& d) {
   PgOptions p;
   p.url = d.postgres_url;
   p.schema = d.postgres_schema;
+  p.tls = d.postgres_tls();
   p.pool_size = size_t(d.db_pool_size);
   p.statement_timeout_ms = int(d.db_statement_timeout_ms);
   p.relay_after_ms = int(d.outbox_relay_after_ms);
@@ -70,6 +75,14 @@ int config_error(const char* role, const Error& e) {
   return 2;
 }
 
+// With TLS or SASL, credentials and certificates the brokers refuse are a configuration
+// error at start-up (exit 2), not an endless stream of retries behind a ready process.
+Result<void> check_kafka_access(const DistConfig& d, const std::string& role) {
+  auto sec = d.kafka_security_properties();
+  if (!sec || sec->empty()) return ok();  // plaintext: nothing to refuse
+  return check_broker_access(kafka_options(d, role), milliseconds(std::max<int64_t>(d.kafka_request_timeout_ms, 1000)));
+}
+
 int startup_error(const char* what, const Error& e) {
   log::error(what, {{"error", e.message}});
   return 1;
@@ -86,6 +99,7 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
     return config_error("gateway", Error::invalid("config_invalid",
         "PAYSTREAM_ADMIN_KEY is required (gateways are stateless: every gateway needs the same admin key)", "admin_key"));
   if (auto k = check_admin_key(admin_env); !k) return config_error("gateway", k.error());
+  if (auto a = check_kafka_access(d, "gateway"); !a) return config_error("gateway", a.error());
   sigset_t signals = block_shutdown_signals();
   SystemClock clock;
   log_webhook_targets(cfg);
@@ -116,7 +130,7 @@ int run_gateway(const ServeConfig& cfg, const DistConfig& d) {
     if (!terminal.empty()) payments.put(terminal);
   });
   RedisEvictionsMonitor evictions({durable->get(), cache->get()}, std::chrono::seconds(5));
-  PgActivityMonitor pg_activity(d.postgres_url, std::chrono::seconds(5));  // lock contention
+  PgActivityMonitor pg_activity(d.postgres_url, std::chrono::seconds(5), d.postgres_tls());  // lock contention
 
   Api api(ApiDeps{**store, payments, merchants, **store, **store, **store, idempotency, rate_limiter, clock,
                   nullptr, &system_resolver()},
@@ -158,11 +172,12 @@ int run_worker(const ServeConfig& cfg, const DistConfig& d) {
   auto has = [&d](const char* s) { return std::find(d.stages.begin(), d.stages.end(), s) != d.stages.end(); };
   const bool needs_redis = has("fraud") || has("ledger");
   if (auto v = d.validate({true, true, needs_redis}); !v) return config_error("worker", v.error());
+  std::string role = "worker";
+  for (const auto& s : d.stages) role += "-" + s;
+  if (auto a = check_kafka_access(d, role); !a) return config_error("worker", a.error());
   sigset_t signals = block_shutdown_signals();
   SystemClock clock;
   log_webhook_targets(cfg);
-  std::string role = "worker";
-  for (const auto& s : d.stages) role += "-" + s;
 
   auto publisher = KafkaPublisher::open(kafka_options(d, role));
   if (!publisher) return startup_error("cannot open Kafka producer", publisher.error());

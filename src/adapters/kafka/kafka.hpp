@@ -63,7 +63,26 @@ struct KafkaOptions {
   int session_timeout_ms = 10000;      // consumer group session
   int statistics_interval_ms = 1000;   // consumer lag metric refresh
   std::map<std::string, std::string> extra;  // raw librdkafka properties (config file)
+  // Transport security, set on every producer, consumer and admin client after `extra`:
+  // security.protocol, ssl.ca.location, ssl.endpoint.identification.algorithm,
+  // sasl.mechanisms, sasl.username, sasl.password.
+  std::map<std::string, std::string> security;
 };
+
+// Checks librdkafka accepts `props` (the `security` properties above): every property is
+// set on a configuration and a producer handle is created from it without brokers, so
+// nothing connects. It fails as librdkafka would at start-up: an unknown value, a
+// mechanism this librdkafka build lacks, a CA file OpenSSL cannot load. Error::invalid with
+// code kafka_config_invalid and librdkafka's reason (it names properties, never values).
+Result<void> check_client_properties(const std::map<std::string, std::string>& props);
+
+// Start-up check of a TLS or SASL configuration against the brokers: connects and waits up
+// to `wait` for the cluster's metadata. Error::invalid with code kafka_access_refused if a
+// broker refused the TLS handshake (e.g. its certificate does not verify against the CA)
+// or the SASL credentials: a mistake no retry fixes. Ok once the metadata came, and also
+// if no broker answered in time (unreachable is not a configuration error; the clients
+// keep retrying as they always do).
+Result<void> check_broker_access(const KafkaOptions& o, std::chrono::milliseconds wait);
 
 class KafkaPublisher final : public EventPublisher {
  public:

@@ -99,6 +99,7 @@ Result<RkPtr> make_client(rd_kafka_type_t type, const KafkaOptions& o, const Pro
   set("log.connection.close", "false");  // idle connections closed by the broker are normal
   for (const auto& [k, v] : defaults) set(k, v);
   for (const auto& [k, v] : o.extra) set(k, v);
+  for (const auto& [k, v] : o.security) set(k, v);
   for (const auto& [k, v] : required) set(k, v);
   if (bad) {
     rd_kafka_conf_destroy(conf);
@@ -170,3 +171,76 @@ Result<int> partition_count(rd_kafka_t* rk, const std::string& topic, int timeou
 }
 
 }  // namespace ps::kafka
+
+namespace ps {
+
+Result<void> check_client_properties(const std::map<std::string, std::string>& props) {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char errstr[512];
+  for (const auto& [k, v] : props) {
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      return Error::invalid("kafka_config_invalid", "Kafka property " + k + ": " + errstr, k);
+    }
+  }
+  // No bootstrap.servers: the handle knows no broker and opens no connection. Its own logs
+  // (none expected) are dropped; the error string is what matters.
+  rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t*, int, const char*, const char*) {});
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    return Error::invalid("kafka_config_invalid", std::string("Kafka client: ") + errstr);
+  }
+  rd_kafka_destroy(rk);
+  return ok();
+}
+
+namespace {
+
+// The probe's hooks: the first refusal (TLS handshake or SASL authentication) seen.
+struct ProbeHooks : kafka::ClientHooks {
+  std::mutex mu;
+  std::string refused;
+};
+
+void on_probe_error(rd_kafka_t*, int err, const char* reason, void* opaque) {
+  auto* h = static_cast<ProbeHooks*>(static_cast<kafka::ClientHooks*>(opaque));
+  const auto code = rd_kafka_resp_err_t(err);
+  if (code != RD_KAFKA_RESP_ERR__AUTHENTICATION && code != RD_KAFKA_RESP_ERR__SSL) return;
+  std::lock_guard l(h->mu);
+  if (h->refused.empty()) h->refused = std::string(reason ? reason : "") + " (" + rd_kafka_err2name(code) + ")";
+}
+
+}  // namespace
+
+Result<void> check_broker_access(const KafkaOptions& o, std::chrono::milliseconds wait) {
+  ProbeHooks hooks;
+  hooks.what = "start-up check";
+  KafkaOptions po = o;
+  po.client_id = o.client_id + "-check";
+  auto c = kafka::make_client(RD_KAFKA_PRODUCER, po, {}, {}, &hooks,
+                              [](rd_kafka_conf_t* conf) { rd_kafka_conf_set_error_cb(conf, on_probe_error); });
+  if (!c) return c.error();
+  rd_kafka_t* rk = c->get();
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (true) {
+    const rd_kafka_metadata_t* md = nullptr;
+    // Brokers only (no topics): one small request once a connection is up.
+    const rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, nullptr, &md, 250);
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_poll(rk, 0);  // serves the error callback
+    {
+      std::lock_guard l(hooks.mu);
+      if (!hooks.refused.empty())
+        return Error::invalid("kafka_access_refused", "Kafka refused the connection: " + hooks.refused);
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return ok();
+    if (std::chrono::steady_clock::now() >= deadline) {
+      log::warn("kafka start-up check: no broker answered; continuing (the clients keep retrying)",
+                {{"waited_ms", std::to_string(wait.count())}});
+      return ok();
+    }
+  }
+}
+
+}  // namespace ps

@@ -45,9 +45,10 @@ struct PgActivityMonitor::Impl {
   std::unique_ptr<Periodic> thread;  // last: stopped first
 };
 
-PgActivityMonitor::PgActivityMonitor(std::string url, std::chrono::milliseconds interval)
+PgActivityMonitor::PgActivityMonitor(std::string url, std::chrono::milliseconds interval, PgTls tls)
     : impl_(std::make_unique<Impl>()) {
   impl_->opts.url = std::move(url);
+  impl_->opts.tls = std::move(tls);
   impl_->opts.statement_timeout_ms = 2000;
   for (const char* t : kWaitTypes) waiting(t).set(0);  // every series exists from the start
   lock_wait_max().set(0);

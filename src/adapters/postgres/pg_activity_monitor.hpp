@@ -13,12 +13,14 @@
 #include <memory>
 #include <string>
 
+#include "adapters/postgres/pg_tls.hpp"
+
 namespace ps {
 
 class PgActivityMonitor {
  public:
   // Connects lazily (and again after a failure) with its own connection to `url`.
-  PgActivityMonitor(std::string url, std::chrono::milliseconds interval);
+  PgActivityMonitor(std::string url, std::chrono::milliseconds interval, PgTls tls = {});
   ~PgActivityMonitor();
   PgActivityMonitor(const PgActivityMonitor&) = delete;
   PgActivityMonitor& operator=(const PgActivityMonitor&) = delete;

@@ -124,9 +124,14 @@ Result<std::unique_ptr<Conn>> Conn::connect(const ConnOptions& opts) {
   // libpq counts connect_timeout in whole seconds (and treats 1 as 2).
   std::string connect_timeout = std::to_string(std::max(2, (opts.connect_timeout_ms + 999) / 1000));
   // Keepalives and tcp_user_timeout bound how long a dead peer can block a call.
+  // sslmode and sslrootcert come after dbname (the URL, expanded): libpq takes the last
+  // non-empty value of a repeated keyword, so a set option overrides the URL and an empty
+  // one leaves the URL's (or libpq's default).
   const char* keys[] = {"dbname",           "connect_timeout",  "keepalives", "keepalives_idle",
-                        "keepalives_interval", "keepalives_count", "tcp_user_timeout", nullptr};
-  const char* vals[] = {opts.url.c_str(), connect_timeout.c_str(), "1", "10", "3", "3", "15000", nullptr};
+                        "keepalives_interval", "keepalives_count", "tcp_user_timeout", "sslmode",
+                        "sslrootcert",      nullptr};
+  const char* vals[] = {opts.url.c_str(), connect_timeout.c_str(), "1", "10", "3", "3", "15000",
+                        opts.tls.sslmode.c_str(), opts.tls.sslrootcert.c_str(), nullptr};
   PGconn* c = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
   if (!c) return Error::unavailable("db_unavailable", "cannot connect to PostgreSQL: out of memory");
   if (PQstatus(c) != CONNECTION_OK) {

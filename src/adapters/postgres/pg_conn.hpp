@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "adapters/postgres/pg_tls.hpp"
 #include "common/result.hpp"
 
 typedef struct pg_conn PGconn;
@@ -95,6 +96,7 @@ struct ConnOptions {
   std::string schema;           // empty: the server's default search_path
   int connect_timeout_ms = 3000;
   int statement_timeout_ms = 5000;
+  PgTls tls = {};               // overrides the URL's sslmode / sslrootcert when set
 };
 
 class Conn {

@@ -81,7 +81,7 @@ PgEventDedup::~PgEventDedup() = default;
 
 Result<std::unique_ptr<PgEventDedup>> PgEventDedup::open(const PgOptions& opts) {
   pg::PoolOptions po;
-  po.conn = pg::ConnOptions{opts.url, opts.schema, opts.connect_timeout_ms, opts.statement_timeout_ms};
+  po.conn = pg::ConnOptions{opts.url, opts.schema, opts.connect_timeout_ms, opts.statement_timeout_ms, opts.tls};
   po.size = 2;
   po.wait_timeout_ms = opts.pool_wait_timeout_ms;
   auto impl = std::make_unique<Impl>(std::move(po));

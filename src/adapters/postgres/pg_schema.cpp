@@ -210,10 +210,11 @@ Result<int> stored_version(Conn& c) {
 
 int pg_schema_version() { return pg::kSchemaVersion; }
 
-Result<int> pg_migrate(const std::string& url, const std::string& schema) {
+Result<int> pg_migrate(const std::string& url, const std::string& schema, const PgTls& tls) {
   static_assert(sizeof(kSteps) / sizeof(kSteps[0]) == pg::kSchemaVersion);
   pg::ConnOptions o;
   o.url = url;
+  o.tls = tls;
   o.statement_timeout_ms = 60000;  // DDL may wait for locks held by running traffic
   auto cr = pg::Conn::connect(o);
   if (!cr) return cr.error();

@@ -484,7 +484,7 @@ struct PgStore::Impl {
         completions(std::make_shared<Completions>()) {}
 
   static pg::ConnOptions conn_options(const PgOptions& o) {
-    return pg::ConnOptions{o.url, o.schema, o.connect_timeout_ms, o.statement_timeout_ms};
+    return pg::ConnOptions{o.url, o.schema, o.connect_timeout_ms, o.statement_timeout_ms, o.tls};
   }
 
   PgOptions opts;

@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/postgres/pg_tls.hpp"
 #include "common/result.hpp"
 #include "ports/clock.hpp"
 #include "ports/event_log.hpp"
@@ -52,6 +53,7 @@ namespace ps {
 struct PgOptions {
   std::string url;                 // libpq conninfo or postgresql:// URL
   std::string schema;              // empty: public; tests use a fresh schema each
+  PgTls tls;                       // sslmode / sslrootcert; override the URL's when set
   size_t pool_size = 8;
   int connect_timeout_ms = 3000;
   int statement_timeout_ms = 5000;
@@ -68,7 +70,7 @@ struct PgOptions {
 
 // Applies the schema migrations up to the binary's version. Idempotent; safe to run
 // concurrently (advisory lock). Returns the version now in place.
-Result<int> pg_migrate(const std::string& url, const std::string& schema = "");
+Result<int> pg_migrate(const std::string& url, const std::string& schema = "", const PgTls& tls = {});
 int pg_schema_version();  // the version this binary expects
 
 class PgStore final : public IntakeStore,
