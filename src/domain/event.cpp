@@ -51,6 +51,7 @@ json::object refund_obj(const Refund& r) {
   o["failure_code"] = r.failure_code;
   o["created"] = r.created_ms;
   o["updated"] = r.updated_ms;
+  if (r.fee_refunded_minor != 0) o["fee_refunded"] = r.fee_refunded_minor;
   return o;
 }
 
@@ -118,6 +119,12 @@ Result<Refund> read_refund(const json::object& o) {
   if (!r.ok) return Error::invalid("event_schema_invalid", "refund field missing or mistyped: " + r.missing, r.missing);
   if (!st) return Error::invalid("event_schema_invalid", "refund status unknown", "status");
   if (f.id.empty() || f.amount_minor <= 0) return Error::invalid("event_schema_invalid", "refund id or amount invalid");
+  if (auto* fee = o.if_contains("fee_refunded")) {  // optional: events before fees were refunded lack it
+    if (!fee->is_int64() || fee->get_int64() < 0 || fee->get_int64() > f.amount_minor)
+      return Error::invalid("event_schema_invalid", "refund fee_refunded must be an integer from 0 to amount",
+                            "fee_refunded");
+    f.fee_refunded_minor = fee->get_int64();
+  }
   f.status = *st;
   return f;
 }

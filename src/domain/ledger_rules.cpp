@@ -1,9 +1,11 @@
 #include "domain/ledger_rules.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 
 #include "common/log.hpp"
+#include "domain/ids.hpp"
 #include "domain/money.hpp"
 
 namespace ps {
@@ -35,7 +37,22 @@ void assert_balanced(const JournalEntry& e, std::string_view where) {
   std::abort();
 }
 
-Result<int64_t> admit_refund(const Payment& payment, const RefundAdmission& in) {
+int64_t refund_fee_share(int64_t payment_amount_minor, int64_t payment_fee_minor, int64_t claimed_minor,
+                         int64_t refund_amount_minor) {
+  const int64_t a = payment_amount_minor;
+  if (a <= 0 || payment_fee_minor <= 0 || refund_amount_minor <= 0) return 0;
+  const int64_t fee = std::min(payment_fee_minor, a);
+  const int64_t before = std::clamp<int64_t>(claimed_minor, 0, a);
+  const int64_t after = std::min<int64_t>(a, before + std::min(refund_amount_minor, a));
+  auto upto = [&](int64_t x) { return static_cast<int64_t>((__int128)fee * x / a); };
+  return upto(after) - upto(before);
+}
+
+std::string settlement_entry_id(const std::string& payment_id) {
+  return deterministic_id("je_", payment_id, "settlement");
+}
+
+Result<AdmittedRefund> admit_refund(const Payment& payment, const RefundAdmission& in) {
   if (payment.status != PaymentStatus::succeeded)
     return Error::unprocessable("payment_not_succeeded",
                                 "payment " + payment.id + " is " + std::string(to_string(payment.status)) +
@@ -48,10 +65,12 @@ Result<int64_t> admit_refund(const Payment& payment, const RefundAdmission& in) 
                                 "at most " + std::to_string(std::max<int64_t>(refundable, 0)) +
                                     " can still be refunded on payment " + payment.id,
                                 "amount");
-  if (in.check_balance && in.available_minor - in.processing_for_merchant < amount)
+  const int64_t fee_share = refund_fee_share(payment.amount_minor, in.payment_fee_minor,
+                                             payment.amount_refunded_minor + in.processing_for_payment, amount);
+  if (in.check_balance && in.available_minor - in.processing_for_merchant < amount - fee_share)
     return Error::unprocessable("insufficient_balance",
                                 "the available " + payment.currency + " balance does not cover this refund");
-  return amount;
+  return AdmittedRefund{amount, fee_share};
 }
 
 }  // namespace ps

@@ -33,11 +33,33 @@ struct RefundAdmission {
   int64_t available_minor = 0;            // the merchant's available balance in the currency
   int64_t processing_for_merchant = 0;    // Σ the merchant's refunds in that currency still processing
   bool check_balance = true;              // false: the API's early check, before the store's
+  int64_t payment_fee_minor = 0;          // the fee the payment's settlement charged (platform:fees)
 };
-// The amount to refund, or the refusal: unprocessable "payment_not_succeeded",
+struct AdmittedRefund {
+  int64_t amount_minor = 0;               // the amount resolved (never 0)
+  int64_t fee_share_minor = 0;            // refund_fee_share of it: what goes back to the merchant
+};
+// The refund, or the refusal: unprocessable "payment_not_succeeded",
 // "amount_exceeds_refundable" (param amount), "insufficient_balance", or invalid
 // "amount_invalid" for a negative request. A refund never exceeds what was captured
-// minus what is refunded or being refunded, and never overdraws the merchant.
-Result<int64_t> admit_refund(const Payment& payment, const RefundAdmission& in);
+// minus what is refunded or being refunded, and never overdraws the merchant: its net
+// debit (amount minus its fee share) must be covered by the available balance minus the
+// full amounts of the refunds still processing.
+Result<AdmittedRefund> admit_refund(const Payment& payment, const RefundAdmission& in);
+
+// ---- fees on refunds ----
+// A refund gives back the payment's fee pro rata, cumulatively: with `claimed` the amount
+// of the payment's earlier refunds (succeeded or still processing),
+//   share = floor(fee * (claimed + refund) / amount) - floor(fee * claimed / amount),
+// so the shares of any sequence of refunds of the whole amount add up to exactly the fee
+// and the merchant is debited exactly what its settlement credited. Decided at admission
+// and carried by the refund's events. One inexactness remains: a refund that fails while
+// a later one of the same payment was already admitted leaves that later share computed
+// with the failed amount counted, off by at most one minor unit (the ledger still
+// balances, and the balance check at admission still holds).
+int64_t refund_fee_share(int64_t payment_amount_minor, int64_t payment_fee_minor, int64_t claimed_minor,
+                         int64_t refund_amount_minor);
+// The id of a payment's settlement entry (its fee is that entry's platform:fees credit).
+std::string settlement_entry_id(const std::string& payment_id);
 
 }  // namespace ps

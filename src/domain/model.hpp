@@ -61,6 +61,9 @@ struct Refund {
   std::string failure_code;
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
+  // The share of the payment's fee this refund gives back (decided at admission,
+  // domain/ledger_rules.hpp refund_fee_share; carried by the refund's events to the ledger).
+  int64_t fee_refunded_minor = 0;
 };
 
 // Ledger accounts. Names are stable strings so every store spells them the same:

@@ -1,5 +1,6 @@
 #include "stages/ledger_stage.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 
@@ -30,7 +31,7 @@ int64_t fee_for(int64_t amount_minor, const FeeConfig& fees) {
 
 JournalEntry settlement_entry(const Payment& p, const FeeConfig& fees, int64_t created_ms) {
   JournalEntry e;
-  e.id = deterministic_id("je_", p.id, "settlement");
+  e.id = settlement_entry_id(p.id);
   e.kind = EntryKind::settlement;
   e.merchant_id = p.merchant_id;
   e.payment_id = p.id;
@@ -51,7 +52,11 @@ JournalEntry refund_entry(const Refund& r, int64_t created_ms) {
   e.payment_id = r.payment_id;
   e.refund_id = r.id;
   e.created_ms = created_ms;
-  e.postings.push_back({merchant_available_account(merchant_id), r.currency, r.amount_minor});
+  // The reverse of the settlement: the clearing account gives back the amount, the
+  // merchant pays it less the fee share, the fee account pays the fee share.
+  const int64_t fee_share = std::clamp<int64_t>(r.fee_refunded_minor, 0, r.amount_minor);
+  e.postings.push_back({merchant_available_account(merchant_id), r.currency, r.amount_minor - fee_share});
+  if (fee_share > 0) e.postings.push_back({std::string(kFeesAccount), r.currency, fee_share});
   e.postings.push_back({std::string(kClearingAccount), r.currency, -r.amount_minor});
   return e;
 }

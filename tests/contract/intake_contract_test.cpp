@@ -2,6 +2,9 @@
 // never exceed what was captured, balance checks, idempotent response replacement.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <memory>
+
 #include <atomic>
 #include <set>
 #include <thread>
@@ -180,21 +183,57 @@ TEST_P(IntakeContract, RefundNeedsASucceededPaymentOfTheMerchant) {
   EXPECT_FALSE(h->intake().find_idempotency("mer_1", "r1")->has_value());
 }
 
-TEST_P(IntakeContract, RefundBeyondAvailableBalanceIsInsufficientBalance) {
-  // The merchant was credited 900 of a 1000 capture (100 fee): a full refund overdraws.
+// With a fee, a refund gives the fee back pro rata (domain refund_fee_share): the store
+// reads the fee from the payment's settlement, and the balance must cover the refund's net
+// debit (amount minus its fee share) after the full amounts of refunds still in flight.
+TEST_P(IntakeContract, RefundWithAFeeNeedsTheNetDebitAndCarriesItsFeeShare) {
+  // The merchant was credited 900 of a 1000 capture (100 fee).
   Payment p = settled_payment(*h, "mer_1", "pay-k", 1000, "EUR", 100);
   auto bal = h->queries().balances("mer_1");
   ASSERT_EQ(bal->size(), 1u);
   EXPECT_EQ((*bal)[0].available_minor, 900);
-  auto r = accept_refund_sync(h->intake(), refund_cmd("mer_1", p.id, "r1", 0, h->clock.now_ms()));
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, "insufficient_balance");
-  // Processing refunds count against the balance.
-  ASSERT_TRUE(accept_refund_sync(h->intake(), refund_cmd("mer_1", p.id, "r2", 600, h->clock.now_ms())).ok());
-  auto r3 = accept_refund_sync(h->intake(), refund_cmd("mer_1", p.id, "r3", 301, h->clock.now_ms()));
+  auto fee_of = std::make_shared<std::map<std::string, int64_t>>();
+  auto cmd = [&](const std::string& key, int64_t amount) {
+    AcceptRefund c = refund_cmd("mer_1", p.id, key, amount, h->clock.now_ms());
+    auto inner = c.render;
+    c.render = [fee_of, key, inner](const Refund& rf) {
+      (*fee_of)[key] = rf.fee_refunded_minor;
+      return inner(rf);
+    };
+    return c;
+  };
+  // 600 in flight (its net debit 540 fits 900).
+  ASSERT_TRUE(accept_refund_sync(h->intake(), cmd("r2", 600)).ok());
+  EXPECT_EQ((*fee_of)["r2"], 60);
+  // The other 400 (net 360) does not fit 900 - 600; 300 (net 270) does.
+  auto r3 = accept_refund_sync(h->intake(), cmd("r3", 400));
   ASSERT_FALSE(r3.ok());
   EXPECT_EQ(r3.error().code, "insufficient_balance");
-  EXPECT_TRUE(accept_refund_sync(h->intake(), refund_cmd("mer_1", p.id, "r4", 300, h->clock.now_ms())).ok());
+  EXPECT_FALSE(h->intake().find_idempotency("mer_1", "r3")->has_value());
+  ASSERT_TRUE(accept_refund_sync(h->intake(), cmd("r4", 300)).ok());
+  EXPECT_EQ((*fee_of)["r4"], 30);
+
+  // A merchant's first payment can be refunded in full: the whole fee comes back.
+  Payment q = settled_payment(*h, "mer_3", "pay-q", 1000, "EUR", 100);
+  AcceptRefund full = refund_cmd("mer_3", q.id, "all", 0, h->clock.now_ms());
+  int64_t full_fee = -1;
+  full.render = [&full_fee](const Refund& rf) {
+    full_fee = rf.fee_refunded_minor;
+    return std::string("{}");
+  };
+  auto ok = accept_refund_sync(h->intake(), std::move(full));
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(full_fee, 100);
+  // Without a fee nothing is given back, and the full amount must be covered.
+  Payment n = settled_payment(*h, "mer_4", "pay-n", 500, "EUR", 0);
+  AcceptRefund none = refund_cmd("mer_4", n.id, "all", 0, h->clock.now_ms());
+  int64_t none_fee = -1;
+  none.render = [&none_fee](const Refund& rf) {
+    none_fee = rf.fee_refunded_minor;
+    return std::string("{}");
+  };
+  ASSERT_TRUE(accept_refund_sync(h->intake(), std::move(none)).ok());
+  EXPECT_EQ(none_fee, 0);
 }
 
 TEST_P(IntakeContract, RefundOutcomeAppliedTwiceReversesOnce) {

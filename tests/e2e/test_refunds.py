@@ -2,6 +2,7 @@
 refunds that must never exceed the captured amount."""
 import threading
 
+import pslib
 from pslib import assert_error, new_key
 
 
@@ -144,3 +145,46 @@ def test_concurrent_refunds_never_exceed_amount(merchant, shared):
     net = sum(x["amount"] for e in entries for x in e["postings"]
               if x["account"] == f"merchant:{merchant.id}:available")
     assert -net == 1000 - total
+
+
+def test_refunds_give_the_fee_back_pro_rata(server):
+    """With --fee-bps, a full refund of a merchant's first payment succeeds (the merchant
+    was credited the amount minus the fee and is debited exactly that), and partial refunds
+    give back the fee pro rata, adding up to exactly the fee: afterwards the merchant's
+    balance and the fee account are back at zero."""
+    s = server("--fee-bps", "290", "--fee-fixed-minor", "30")
+    m = pslib.new_merchant(s)
+    c = m.client
+
+    def postings(e):
+        return {x["account"]: x["amount"] for x in e["postings"]}
+
+    try:
+        p = c.pay_ok(1000, "USD")
+        assert p["status"] == "succeeded", p
+        fee = 1000 * 290 // 10000 + 30  # 59
+        assert c.balance()["USD"] == 1000 - fee
+        r = refund(c, p["id"])  # everything: 1000
+        assert r.status == 202, r
+        assert c.wait_refund(r.json["id"])["status"] == "succeeded"
+        assert c.balance().get("USD", 0) == 0
+        entries = entries_of(c, p["id"])
+        [settle] = [e for e in entries if e["kind"] == "settlement"]
+        [rev] = [e for e in entries if e["kind"] == "refund"]
+        assert postings(rev) == {"acquirer:clearing": -1000, f"merchant:{m.id}:available": 1000 - fee,
+                                 "platform:fees": fee}, rev
+        for acct, amount in postings(settle).items():
+            assert amount + postings(rev)[acct] == 0, (acct, settle, rev)
+
+        # Three partial refunds of a second payment, amounts that do not divide evenly.
+        q = c.pay_ok(1000, "USD")
+        for amount in (333, 333, None):  # None: the 334 left
+            rq = refund(c, q["id"], amount)
+            assert rq.status == 202, rq
+            assert c.wait_refund(rq.json["id"])["status"] == "succeeded"
+        shares = [postings(e)["platform:fees"] for e in entries_of(c, q["id"]) if e["kind"] == "refund"]
+        assert sorted(shares) == [19, 20, 20], shares  # floor(59*333/1000), then the cumulative rest
+        assert sum(shares) == fee
+        assert c.balance().get("USD", 0) == 0
+    finally:
+        c.close()

@@ -385,13 +385,14 @@ void LogEngine::admit_refund_cmd(Admission& a, const std::string& mk) {
       if (res.merchant_id == refund.merchant_id && res.currency == b.payment.currency)
         b.processing_for_merchant += res.amount_minor;
     }
-    auto amount = admit_refund(b.payment, RefundAdmission{refund.amount_minor, b.processing_for_payment, b.available,
-                                                          b.processing_for_merchant});
-    if (!amount) {
+    auto admitted = admit_refund(b.payment, RefundAdmission{refund.amount_minor, b.processing_for_payment, b.available,
+                                                            b.processing_for_merchant, true, b.payment_fee});
+    if (!admitted) {
       lk.unlock();
-      return a.cb(amount.error());
+      return a.cb(admitted.error());
     }
-    refund.amount_minor = *amount;
+    refund.amount_minor = admitted->amount_minor;
+    refund.fee_refunded_minor = admitted->fee_share_minor;
     refund.currency = b.payment.currency;
     reservations_[refund.id] = Reservation{refund.payment_id, refund.merchant_id, refund.currency,
                                            refund.amount_minor, 0};

@@ -963,7 +963,7 @@ Result<void> PgStore::Impl::refund_body(Conn& c, IntakeJob& j) {
     if (q.rows() == 0) return Error::not_found("no payment " + refund.payment_id);
     payment = read_payment(q, 0);
   }
-  int64_t processing_for_payment = 0, available = 0, processing_for_merchant = 0;
+  int64_t processing_for_payment = 0, available = 0, processing_for_merchant = 0, payment_fee = 0;
   {
     // One statement, one snapshot: a ledger commit between separate reads could otherwise
     // be half seen (reversal posted but refund still counted as processing, or the reverse).
@@ -971,16 +971,20 @@ Result<void> PgStore::Impl::refund_body(Conn& c, IntakeJob& j) {
             "SELECT (SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE payment_id = $1 AND status = 'processing'), "
             "(SELECT COALESCE(-SUM(amount_minor), 0) FROM postings WHERE account = $2 AND currency = $3), "
             "(SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE merchant_id = $4 AND currency = $3 "
-            "AND status = 'processing')",
-            Params(payment.id, merchant_available_account(payment.merchant_id), payment.currency, payment.merchant_id));
+            "AND status = 'processing'), "
+            "(SELECT COALESCE(-SUM(amount_minor), 0) FROM postings WHERE entry_id = $5 AND account = $6)",
+            Params(payment.id, merchant_available_account(payment.merchant_id), payment.currency, payment.merchant_id,
+                   settlement_entry_id(payment.id), kFeesAccount));
     processing_for_payment = q.i64(0, 0);
     available = q.i64(0, 1);
     processing_for_merchant = q.i64(0, 2);
+    payment_fee = q.i64(0, 3);
   }
-  auto amount = admit_refund(payment, RefundAdmission{refund.amount_minor, processing_for_payment, available,
-                                                      processing_for_merchant});
-  if (!amount) return amount.error();
-  refund.amount_minor = *amount;
+  auto admitted = admit_refund(payment, RefundAdmission{refund.amount_minor, processing_for_payment, available,
+                                                        processing_for_merchant, true, payment_fee});
+  if (!admitted) return admitted.error();
+  refund.amount_minor = admitted->amount_minor;
+  refund.fee_refunded_minor = admitted->fee_share_minor;
   refund.currency = payment.currency;
 
   Event ev = admitted_refund_event(cmd.requested, refund, j.now);

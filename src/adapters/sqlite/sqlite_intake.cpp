@@ -61,10 +61,11 @@ void SqliteIntake::accept_refund(AcceptRefund cmd, AcceptCallback cb) {
     if (!basis) return basis.error();
     if (!*basis) return Error::not_found("no payment " + refund.payment_id);
     const RefundBasis& b = **basis;
-    auto amount = admit_refund(b.payment, RefundAdmission{refund.amount_minor, b.processing_for_payment, b.available,
-                                                          b.processing_for_merchant});
-    if (!amount) return amount.error();
-    refund.amount_minor = *amount;
+    auto admitted = admit_refund(b.payment, RefundAdmission{refund.amount_minor, b.processing_for_payment, b.available,
+                                                            b.processing_for_merchant, true, b.payment_fee});
+    if (!admitted) return admitted.error();
+    refund.amount_minor = admitted->amount_minor;
+    refund.fee_refunded_minor = admitted->fee_share_minor;
     refund.currency = b.payment.currency;
     Event ev = admitted_refund_event(c->requested, refund, now);
     IdempotencyRecord rec = c->record;

@@ -59,6 +59,7 @@ struct RefundBasis {
   int64_t available = 0;
   int64_t processing_for_merchant = 0;
   uint64_t projected_lsn = 0;   // the log position the snapshot holds (log_projection)
+  int64_t payment_fee = 0;      // the fee its settlement charged (0 before it is settled)
 };
 
 class SqliteProjection {

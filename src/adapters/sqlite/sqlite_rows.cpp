@@ -405,9 +405,11 @@ Result<std::optional<RefundBasis>> read_refund_basis(Db& db, const std::string& 
                "AND b.currency = payments.currency), 0), "
                "COALESCE((SELECT r.amount_minor FROM refund_reservations r WHERE r.merchant_id = ?2 "
                "AND r.currency = payments.currency), 0), "
-               "(SELECT lsn FROM log_projection WHERE id = 1) "
+               "(SELECT lsn FROM log_projection WHERE id = 1), "
+               "COALESCE((SELECT -SUM(f.amount_minor) FROM postings f WHERE f.entry_id = ?4 AND f.account = ?5), 0) "
                "FROM payments WHERE id = ?1 AND merchant_id = ?2");
-  q.bind_all(payment_id, merchant_id, merchant_available_account(merchant_id));
+  q.bind_all(payment_id, merchant_id, merchant_available_account(merchant_id), settlement_entry_id(payment_id),
+             kFeesAccount);
   PS_STEP(row, q);
   if (!row) return std::optional<RefundBasis>();
   RefundBasis b;
@@ -416,6 +418,7 @@ Result<std::optional<RefundBasis>> read_refund_basis(Db& db, const std::string& 
   b.available = q.i64(kPaymentColCount + 1);
   b.processing_for_merchant = q.i64(kPaymentColCount + 2);
   b.projected_lsn = uint64_t(q.i64(kPaymentColCount + 3));
+  b.payment_fee = q.i64(kPaymentColCount + 4);
   return std::optional<RefundBasis>(std::move(b));
 }
 

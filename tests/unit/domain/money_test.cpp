@@ -66,6 +66,25 @@ TEST(Event, PayloadRoundTrips) {
   EXPECT_EQ(topic_for(e.type), topics::initiated);
 }
 
+// A refund's fee share travels in its events; events written before refunds returned fees
+// lack the field (0); a share outside 0..amount is a schema error.
+TEST(Event, RefundFeeShareRoundTripsAndIsChecked) {
+  Refund r;
+  r.id = "re_1"; r.payment_id = "pay_1"; r.merchant_id = "mer_1"; r.idempotency_key = "k";
+  r.amount_minor = 500; r.currency = "EUR"; r.fee_refunded_minor = 14;
+  auto e = make_refund_event(r, event_types::refund_requested, "/paystream/gateway", 7, "tp");
+  auto d = decode_payload(e.data);
+  ASSERT_TRUE(d.ok() && d->refund) << (d ? "" : d.error().message);
+  EXPECT_EQ(d->refund->fee_refunded_minor, 14);
+  r.fee_refunded_minor = 0;
+  auto old = decode_payload(make_refund_event(r, event_types::refund_requested, "/g", 7, "tp").data);
+  ASSERT_TRUE(old.ok() && old->refund);
+  EXPECT_EQ(old->refund->fee_refunded_minor, 0);
+  std::string bad = make_refund_event(r, event_types::refund_requested, "/g", 7, "tp").data;
+  bad.replace(bad.find("\"amount\":500"), 12, "\"amount\":500,\"fee_refunded\":501");
+  EXPECT_EQ(decode_payload(bad).error().code, "event_schema_invalid");
+}
+
 TEST(Event, RejectsUndecodableAndSchemaInvalid) {
   EXPECT_EQ(decode_payload("not json").error().code, "event_undecodable");
   EXPECT_EQ(decode_payload(R"({"schema_version":99})").error().code, "event_schema_invalid");

@@ -70,6 +70,23 @@ TEST(Ledger, RefundReversal) {
   EXPECT_NE(e.id, refund_entry(make_refund("re_2", "pay_1", 400), 55).id);
 }
 
+// A refund with a fee share: the merchant pays the amount less the share, the fee account
+// gives the share back, clearing gets the whole amount: the reverse of the settlement.
+TEST(Ledger, RefundReversalGivesTheFeeShareBack) {
+  auto r = make_refund("re_fee", "pay_1", 1000);
+  r.fee_refunded_minor = 29;
+  auto e = refund_entry(r, 55);
+  EXPECT_EQ(posting(e, "merchant:mer_1:available"), 971);
+  EXPECT_EQ(posting(e, "platform:fees"), 29);
+  EXPECT_EQ(posting(e, "acquirer:clearing"), -1000);
+  EXPECT_TRUE(entry_balances(e));
+  // With the settlement of the same payment (fee 29), every account is back at zero.
+  Payment p = make_payment("pay_1", "tok_approve", 1000);
+  auto s = settlement_entry(p, {290, 0}, 1);
+  for (const char* acct : {"merchant:mer_1:available", "platform:fees", "acquirer:clearing"})
+    EXPECT_EQ(posting(s, acct) + posting(e, acct), 0) << acct;
+}
+
 TEST(LedgerStage, OutcomesForEveryTerminalEventType) {
   ManualClock clock;
   LedgerStage stage(clock, {100, 5});
