@@ -857,7 +857,9 @@ TEST_F(PgStoreTest, ConcurrentRefundsAcrossPaymentsNeverOverdrawTheMerchant) {
   store = open(options());
   ASSERT_TRUE(store);
   // Two captures of 1000, each credited 500 (fee 500): available 1000 in total, while
-  // each payment alone could refund 1000.
+  // each payment alone could refund 1000. A refund of 150 gives back 75 of the fee
+  // (domain refund_fee_share), so its net debit is 75, and refunds still processing count
+  // in full (150) against the balance.
   Payment a = settled("mer_1", "a", 1000, 500);
   Payment b = settled("mer_1", "b", 1000, 500);
   ASSERT_EQ(store->balances("mer_1")->at(0).available_minor, 1000);
@@ -884,7 +886,8 @@ TEST_F(PgStoreTest, ConcurrentRefundsAcrossPaymentsNeverOverdrawTheMerchant) {
           << r.error().code << ": " << r.error().message;
     }
   }
-  EXPECT_EQ(created, 6);  // 6 * 150 = 900 <= 1000 < 7 * 150 (and <= 1000 per payment)
+  // The k-th is admitted while 1000 - 150 * (k - 1) >= 75: k <= 7 (and <= 1000 per payment).
+  EXPECT_EQ(created, 7);
   // The payment with fewer refunds reserved (at most 3 x 150 of its 1000) for the checks
   // below (refund i went to `a` when i is odd).
   int on_a = 0;
@@ -905,8 +908,9 @@ TEST_F(PgStoreTest, ConcurrentRefundsAcrossPaymentsNeverOverdrawTheMerchant) {
   ASSERT_TRUE(reused.ok()) << reused.error().message;
   EXPECT_FALSE(reused->created);
   EXPECT_EQ(reused->record.resource_id, open_p.id);
-  // Refund of all that is refundable on `target` (>= 550), bounded by what is left of the
-  // balance (100).
+  // Another capture of 200 (no fee): 1200 - 1050 in flight leaves 150. Refund of all
+  // that is refundable on `target` (>= 550, net >= 275) does not fit; 100 (net 50) does.
+  (void)settled("mer_1", "c", 200, 0);
   auto all = accept_refund_sync(*store, refund_cmd("mer_1", target, "all", 0, clock.now_ms()));
   ASSERT_FALSE(all.ok());
   EXPECT_EQ(all.error().code, "insufficient_balance");
