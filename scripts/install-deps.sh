@@ -35,6 +35,14 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages pytest
 fi
 
+# schemathesis (PyPI) checks the API against openapi/openapi.json (tests/e2e/test_schemathesis.py).
+SCHEMATHESIS_VERSION=4.32.5
+if [[ $(python3 -c 'import schemathesis; print(schemathesis.__version__)' 2>/dev/null) != "$SCHEMATHESIS_VERSION" ]]; then
+  echo "install-deps: installing schemathesis $SCHEMATHESIS_VERSION" >&2
+  python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 # --- the Helm chart's checks (tests/deploy/test_chart.py) ---------------------------------
 # Versions: deploy/helm/versions.env. Go comes with the machine (it builds helm and holds
 # KEDA's CRDs in its module cache); Debian's golang-go is installed only if `go` is missing.

@@ -63,10 +63,25 @@ Result<void> only_fields(const json::object& o, std::initializer_list<std::strin
   return ok();
 }
 
+// A JSON integer, also when written with a zero fraction ("1000.0": JSON Schema's
+// "integer", which the OpenAPI file promises) as long as the double holds it exactly
+// (|x| <= 2^53). nullopt: not an integer, or not exactly representable.
+std::optional<int64_t> exact_integer(const json::value& v) {
+  if (v.is_int64()) return v.get_int64();
+  if (v.is_uint64()) return v.get_uint64() <= uint64_t(INT64_MAX) ? std::optional<int64_t>(int64_t(v.get_uint64()))
+                                                                   : std::nullopt;
+  if (v.is_double()) {
+    const double d = v.get_double();
+    constexpr double kExact = 9007199254740992.0;  // 2^53
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= kExact) return int64_t(d);
+  }
+  return std::nullopt;
+}
+
 Result<int64_t> parse_amount(const json::value& v, int64_t max_amount_minor) {
   const std::string p = "amount";
-  if (v.is_int64()) {
-    int64_t a = v.get_int64();
+  if (auto exact = exact_integer(v)) {
+    int64_t a = *exact;
     if (a <= 0) return bad("amount_invalid", "amount must be a positive integer", p);
     if (a > max_amount_minor)
       return bad("amount_too_large", "amount must be at most " + std::to_string(max_amount_minor), p);
@@ -75,7 +90,7 @@ Result<int64_t> parse_amount(const json::value& v, int64_t max_amount_minor) {
   if (v.is_uint64()) return bad("amount_too_large", "amount must be at most " + std::to_string(max_amount_minor), p);
   if (v.is_double()) {
     double d = v.get_double();
-    if (std::isfinite(d) && d == std::floor(d) && d >= 9.2e18)
+    if (std::isfinite(d) && d == std::floor(d) && d > 0)  // integral, beyond what a double holds exactly
       return bad("amount_too_large", "amount must be at most " + std::to_string(max_amount_minor), p);
     return bad("amount_invalid", "amount must be an integer in minor units", p);
   }
@@ -183,9 +198,10 @@ Result<MerchantInput> parse_merchant_request(std::string_view body, int max_dept
       in.rate_per_s = v;
     }
     if (auto* b = ro.if_contains("burst")) {
-      if (!b->is_int64() || b->get_int64() < 1 || b->get_int64() > kMaxRateBurst)
+      const auto n = exact_integer(*b);
+      if (!n || *n < 1 || *n > kMaxRateBurst)
         return bad("parameter_invalid", "rate_limit.burst must be an integer from 1 to 10000000", "rate_limit.burst");
-      in.burst = b->get_int64();
+      in.burst = *n;
     }
   }
   return in;
@@ -268,9 +284,7 @@ Result<int64_t> parse_rotation_request(std::string_view body, int max_depth) {
   const json::object& o = parsed.value();
   if (auto r = only_fields(o, {"expire_previous_after_s"}); !r) return r.error();
   if (auto* g = o.if_contains("expire_previous_after_s"); g && !g->is_null()) {
-    std::optional<int64_t> v;
-    if (g->is_int64()) v = g->get_int64();
-    else if (g->is_uint64() && g->get_uint64() <= uint64_t(kMaxRotationGraceSeconds)) v = int64_t(g->get_uint64());
+    const std::optional<int64_t> v = exact_integer(*g);
     if (!v || *v < 0 || *v > kMaxRotationGraceSeconds)
       return bad("parameter_invalid",
                  "expire_previous_after_s must be an integer from 0 (at once) to " +

@@ -38,9 +38,15 @@ TEST(PaymentValidation, AcceptsAValidRequest) {
 TEST(PaymentValidation, RejectsBadAmounts) {
   expect_bad(R"({"currency":"EUR","source":"s"})", "parameter_missing", "amount");
   expect_bad(R"({"amount":null,"currency":"EUR","source":"s"})", "parameter_missing", "amount");
-  expect_bad(R"({"amount":1.0,"currency":"EUR","source":"s"})", "amount_invalid", "amount");
+  // 1000.0 is JSON Schema's integer 1000 (what the OpenAPI file promises): accepted exactly.
+  EXPECT_EQ(parse_payment_request(R"({"amount":1000.0,"currency":"EUR","source":"s"})", kMax, 32)->amount_minor, 1000);
+  EXPECT_EQ(parse_merchant_request(R"({"name":"A","rate_limit":{"burst":5.0}})", 32)->burst, 5);
+  EXPECT_EQ(*parse_rotation_request(R"({"expire_previous_after_s":60.0})", 32), 60);
+  EXPECT_EQ(parse_rotation_request(R"({"expire_previous_after_s":60.5})", 32).error().code, "parameter_invalid");
+  expect_bad(R"({"amount":1e300,"currency":"EUR","source":"s"})", "amount_too_large", "amount");
+  expect_bad(R"({"amount":-0.0,"currency":"EUR","source":"s"})", "amount_invalid", "amount");
   expect_bad(R"({"amount":1.5,"currency":"EUR","source":"s"})", "amount_invalid", "amount");
-  expect_bad(R"({"amount":1e2,"currency":"EUR","source":"s"})", "amount_invalid", "amount");
+  EXPECT_EQ(parse_payment_request(R"({"amount":1e2,"currency":"EUR","source":"s"})", kMax, 32)->amount_minor, 100);
   expect_bad(R"({"amount":"1","currency":"EUR","source":"s"})", "amount_invalid", "amount");
   expect_bad(R"({"amount":true,"currency":"EUR","source":"s"})", "amount_invalid", "amount");
   expect_bad(R"({"amount":-5,"currency":"EUR","source":"s"})", "amount_invalid", "amount");
