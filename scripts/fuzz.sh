@@ -35,15 +35,20 @@ done
 [[ $mode == smoke ]] && mode=fuzz
 ((${#only[@]})) && HARNESSES=("${only[@]}")
 
+# -O1 and line tables only: quicker to compile than -O2 -g, enough for symbolized reports.
+# ccache: paths relative to the checkout and the build directory left out of the hash, so a
+# fresh clone elsewhere on the machine reuses the objects (its DW_AT_comp_dir is then off).
+export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=1
 if [[ ! -f $BUILD/build.ninja ]]; then
   CXX=${PAYSTREAM_FUZZ_CXX:-clang++} cmake -S "$ROOT" -B "$BUILD" -G Ninja \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAYSTREAM_FUZZ=ON -DPAYSTREAM_TESTS=OFF -DPAYSTREAM_BENCHMARKS=OFF \
+    -DCMAKE_BUILD_TYPE=Fuzz -DCMAKE_CXX_FLAGS_FUZZ="-O1 -gline-tables-only" \
+    -DPAYSTREAM_FUZZ=ON -DPAYSTREAM_TESTS=OFF -DPAYSTREAM_BENCHMARKS=OFF \
     -DCMAKE_CXX_COMPILER_LAUNCHER="$(command -v ccache || true)" >/dev/null
 fi
 targets=("${HARNESSES[@]}")
 [[ $mode == run ]] && targets=("$run_name")
 [[ $mode == seeds ]] && targets=(fuzz_make_seeds)
-CCACHE_BASEDIR=$ROOT nice -n 10 cmake --build "$BUILD" -j "${PAYSTREAM_FUZZ_BUILD_JOBS:-2}" --target "${targets[@]}"
+nice -n 10 cmake --build "$BUILD" -j "${PAYSTREAM_FUZZ_BUILD_JOBS:-2}" --target "${targets[@]}"
 [[ $mode == build ]] && exit 0
 if [[ $mode == seeds ]]; then
   ASAN_OPTIONS=detect_leaks=0 "$BUILD/tests/fuzz/fuzz_make_seeds" "$ROOT/tests/fuzz/corpus"
