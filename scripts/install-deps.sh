@@ -9,6 +9,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3 libssl-dev
   libfmt-dev libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
   python3 curl
   prometheus prometheus-alertmanager
   librdkafka-dev libpq-dev libhiredis-dev

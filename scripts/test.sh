@@ -3,6 +3,9 @@
 # UBSan), starts the local stack (Kafka, PostgreSQL, Redis on loopback: deploy/local/stack)
 # and runs the whole suite: unit, contract, black-box end-to-end and crash tests.
 # Pass ctest arguments to narrow it, e.g. scripts/test.sh -L unit  or  -LE crash
+# A whole run (no arguments) then runs the 30-second fuzz smoke of every libFuzzer harness
+# (scripts/fuzz.sh --smoke; clang, its own build in build/fuzz). PAYSTREAM_FUZZ_SMOKE=0
+# leaves it out, =1 adds it to a narrowed run.
 # The stack is stopped on exit (its data kept) unless PAYSTREAM_KEEP_STACK=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +30,10 @@ fi
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
-ctest --preset debug -j2 "$@"
+smoke=${PAYSTREAM_FUZZ_SMOKE:-$(( $# == 0 ))}
+rc=0
+ctest --preset debug -j2 "$@" || rc=$?
+if [[ $smoke == 1 ]]; then
+  scripts/fuzz.sh --smoke || rc=1
+fi
+exit $rc

@@ -425,12 +425,37 @@ std::string error_type_for(const Error& e, int status) {
   }
 }
 
+std::string valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+    unsigned char c = b(0);
+    size_t n = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+    bool ok = n != 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (b(k) & 0xC0) == 0x80;
+    // No overlong forms, no surrogates (U+D800..U+DFFF), nothing above U+10FFFF.
+    if (ok && n == 3) ok = !(c == 0xE0 && b(1) < 0xA0) && !(c == 0xED && b(1) > 0x9F);
+    if (ok && n == 4) ok = !(c == 0xF0 && b(1) < 0x90) && !(c == 0xF4 && b(1) > 0x8F);
+    if (ok) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      ++i;
+    }
+  }
+  return out;
+}
+
 std::string error_json(std::string_view type, std::string_view code, std::string_view message, std::string_view param) {
   json::object e;
   e["type"] = type;
   e["code"] = code;
-  e["message"] = message;
-  if (param.empty()) e["param"] = nullptr; else e["param"] = param;
+  // Messages and params may quote what the client sent (a path, a header): JSON is UTF-8.
+  e["message"] = valid_utf8(message);
+  if (param.empty()) e["param"] = nullptr; else e["param"] = valid_utf8(param);
   json::object o;
   o["error"] = std::move(e);
   return json::serialize(o);

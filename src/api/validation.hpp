@@ -95,7 +95,12 @@ bool valid_traceparent(std::string_view tp);
 std::optional<std::string> bearer_token(std::optional<std::string_view> authorization);
 bool constant_time_equals(std::string_view a, std::string_view b);
 
-// HTTP status and error body of an Error (docs/API.md "Errors").
+// `s` with every byte that does not start a valid UTF-8 sequence (overlong forms and
+// surrogates included) replaced by U+FFFD, so text quoted from a request is valid JSON.
+std::string valid_utf8(std::string_view s);
+
+// HTTP status and error body of an Error (docs/API.md "Errors"); message and param go
+// through valid_utf8.
 int status_for(const Error& e);
 std::string error_type_for(const Error& e, int status);
 std::string error_json(std::string_view type, std::string_view code, std::string_view message,

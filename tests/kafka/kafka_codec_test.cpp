@@ -133,5 +133,23 @@ TEST(KafkaCodec, DeadLetterMessageRoundTrips) {
   EXPECT_FALSE(kafka::dlq_entry_from_message(as_consumed(plain, 0, 1)).has_value());
 }
 
+// A position partition * stride + offset must exist: no signed overflow (UBSan), no alias
+// of another letter (found by fuzz_kafka_codec).
+TEST(KafkaCodec, DeadLetterOutsideThePositionRangeIsNotListed) {
+  KafkaOptions o;
+  DeadLetter d;
+  d.original.topic = "tx.validated";
+  d.original.event = test_event("pay_9", event_types::payment_validated, 1);
+  auto m = kafka::dead_letter_message(o, d, 1);
+  EXPECT_FALSE(kafka::dlq_entry_from_message(as_consumed(m, -2147483647, 0)).has_value());
+  EXPECT_FALSE(kafka::dlq_entry_from_message(as_consumed(m, 2147483647, 0)).has_value());
+  EXPECT_FALSE(kafka::dlq_entry_from_message(as_consumed(m, 0, -1)).has_value());
+  EXPECT_FALSE(kafka::dlq_entry_from_message(as_consumed(m, 0, kDlqPartitionStride)).has_value());
+  EXPECT_FALSE(kafka::dlq_entry_from_message(as_consumed(m, 9'223'372, 36'854'775'808)).has_value());
+  auto last = kafka::dlq_entry_from_message(as_consumed(m, 9'223'372, 36'854'775'807));
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->position, INT64_MAX);
+}
+
 }  // namespace
 }  // namespace ps::kafka_test

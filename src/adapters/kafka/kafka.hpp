@@ -121,7 +121,8 @@ class KafkaStageLog final : public StageLog {
   std::unique_ptr<Impl> impl_;
 };
 
-// Dead letters in tx.dlq. A letter's position is partition * kDlqPartitionStride + offset.
+// Dead letters in tx.dlq. A letter's position is partition * kDlqPartitionStride + offset
+// (a message on tx.dlq whose partition and offset give no such int64 is not listed).
 inline constexpr int64_t kDlqPartitionStride = 1'000'000'000'000LL;
 struct KafkaDlqEntry {
   int64_t position = 0;

@@ -1,5 +1,6 @@
 // CloudEvents 1.0 binary content mode over Kafka, and the tx.dlq message layout.
 #include <charconv>
+#include <cstdint>
 #include <ctime>
 
 #include "adapters/kafka/kafka_internal.hpp"
@@ -196,6 +197,12 @@ std::string dedup_id(const InMessage& m) {
 std::optional<KafkaDlqEntry> dlq_entry_from_message(const InMessage& m) {
   Event dl = event_from_message(m);
   if (dl.type != event_types::dead_letter) return std::nullopt;
+  // A position that cannot be written as partition * stride + offset (a negative partition
+  // or offset, an offset of a stride or more, a partition whose product overflows) would
+  // name another letter or none: such a message is not an addressable letter.
+  if (m.partition < 0 || m.offset < 0 || m.offset >= kDlqPartitionStride ||
+      m.partition > (INT64_MAX - m.offset) / kDlqPartitionStride)
+    return std::nullopt;
   KafkaDlqEntry out;
   out.position = int64_t(m.partition) * kDlqPartitionStride + m.offset;
   out.created_ms = m.timestamp_ms >= 0 ? m.timestamp_ms : dl.time_ms;

@@ -272,3 +272,28 @@ TEST(NulCharacter, ApiAnswers400WithParam) {
   EXPECT_EQ(err_code(l), "parameter_invalid");
   EXPECT_EQ(err_param(l), "payment_id");
 }
+
+TEST(Validation, ValidUtf8ReplacesWhatIsNotUtf8) {
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(valid_utf8("plain /v1/payments"), "plain /v1/payments");
+  EXPECT_EQ(valid_utf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"), "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  EXPECT_EQ(valid_utf8("a\xFF" "b"), "a" + fffd + "b");                 // never a lead byte
+  EXPECT_EQ(valid_utf8("\xC3"), fffd);                                    // truncated
+  EXPECT_EQ(valid_utf8("\xC0\xAF"), fffd + fffd);                         // overlong '/'
+  EXPECT_EQ(valid_utf8("\xE0\x80\xAF"), fffd + fffd + fffd);              // overlong
+  EXPECT_EQ(valid_utf8("\xED\xA0\x80"), fffd + fffd + fffd);              // surrogate U+D800
+  EXPECT_EQ(valid_utf8("\xF4\x90\x80\x80"), fffd + fffd + fffd + fffd);   // above U+10FFFF
+}
+
+// An error quoting the request (here the path of no route, found by fuzz_http_api) is
+// valid JSON even when the path's bytes are not UTF-8.
+TEST(Validation, ErrorBodiesAreValidJsonForAnyQuotedBytes) {
+  Harness h;
+  auto r = h.call("GET", "/v1/payments%ED%FF%FF%FFit=2");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(err_code(r), "route_not_found");  // parses
+  EXPECT_NE(r.body.find("\xEF\xBF\xBD"), std::string::npos) << r.body;
+  boost::system::error_code ec;
+  boost::json::parse(error_json("invalid_request_error", "x", "\xC3(", "p\x80"), ec);
+  EXPECT_FALSE(ec);
+}
