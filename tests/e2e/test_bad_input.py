@@ -52,8 +52,10 @@ PAYMENT_CASES = [
     ("amount_zero", with_(amount=0), 400, "amount_invalid", "amount"),
     ("amount_negative", with_(amount=-1), 400, "amount_invalid", "amount"),
     ("amount_fraction", with_(amount=1.5), 400, {"amount_invalid", "parameter_invalid"}, "amount"),
-    ("amount_float_integral", b'{"amount":1e3,"currency":"USD","source":"tok_approve"}', 400,
+    ("amount_float_small", b'{"amount":1e-3,"currency":"USD","source":"tok_approve"}', 400,
      {"amount_invalid", "parameter_invalid"}, "amount"),
+    ("amount_float_beyond_2_53", b'{"amount":1e16,"currency":"USD","source":"tok_approve"}', 400,
+     {"amount_too_large", "amount_invalid"}, "amount"),
     ("amount_string", with_(amount="100"), 400, {"amount_invalid", "parameter_invalid"}, "amount"),
     ("amount_bool", with_(amount=True), 400, {"amount_invalid", "parameter_invalid"}, "amount"),
     ("amount_null", with_(amount=None), 400, {"amount_invalid", "parameter_invalid", "parameter_missing"}, "amount"),
@@ -102,6 +104,18 @@ def test_payment_bad_body(before, shared, name, body, status, code, param):
         "Authorization": f"Bearer {m.api_key}", "Content-Type": "application/json",
         "Idempotency-Key": new_key()})
     check(Resp(st, hdrs, resp), status, code, param)
+
+
+def test_integral_amount_written_with_a_fraction_is_that_integer(shared):
+    """1e3 and 1000.0 are JSON Schema integers (what openapi.json promises): taken exactly."""
+    m = new_merchant(shared)   # its own: test_zz counts the payments of `before`'s merchant
+    for raw in (b'{"amount":1e3,"currency":"USD","source":"tok_approve"}',
+                b'{"amount":1000.0,"currency":"USD","source":"tok_approve"}'):
+        st, _, resp = raw_request(shared.port, "POST", "/v1/payments", body=raw, headers={
+            "Authorization": f"Bearer {m.api_key}", "Content-Type": "application/json",
+            "Idempotency-Key": new_key()})
+        assert st == 202, (raw, resp)
+        assert json.loads(resp)["amount"] == 1000, resp
 
 
 def test_amount_boundaries_accepted(before):
