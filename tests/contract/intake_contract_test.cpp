@@ -213,27 +213,21 @@ TEST_P(IntakeContract, RefundWithAFeeNeedsTheNetDebitAndCarriesItsFeeShare) {
   ASSERT_TRUE(accept_refund_sync(h->intake(), cmd("r4", 300)).ok());
   EXPECT_EQ((*fee_of)["r4"], 30);
 
-  // A merchant's first payment can be refunded in full: the whole fee comes back.
-  Payment q = settled_payment(*h, "mer_3", "pay-q", 1000, "EUR", 100);
-  AcceptRefund full = refund_cmd("mer_3", q.id, "all", 0, h->clock.now_ms());
-  int64_t full_fee = -1;
-  full.render = [&full_fee](const Refund& rf) {
-    full_fee = rf.fee_refunded_minor;
-    return std::string("{}");
+  // A merchant's first payment refunded in full: the fee share it was admitted with.
+  auto full_refund_of_first_payment = [&](const std::string& merchant, int64_t fee) -> int64_t {
+    Payment q = settled_payment(*h, merchant, "pay-" + merchant, 1000, "EUR", fee);
+    AcceptRefund full = refund_cmd(merchant, q.id, "all", 0, h->clock.now_ms());
+    int64_t share = -1;
+    full.render = [&share](const Refund& rf) {
+      share = rf.fee_refunded_minor;
+      return std::string("{}");
+    };
+    auto ok = accept_refund_sync(h->intake(), std::move(full));
+    EXPECT_TRUE(ok.ok()) << (ok ? "" : ok.error().message);
+    return share;
   };
-  auto ok = accept_refund_sync(h->intake(), std::move(full));
-  ASSERT_TRUE(ok.ok()) << ok.error().message;
-  EXPECT_EQ(full_fee, 100);
-  // Without a fee nothing is given back, and the full amount must be covered.
-  Payment n = settled_payment(*h, "mer_4", "pay-n", 500, "EUR", 0);
-  AcceptRefund none = refund_cmd("mer_4", n.id, "all", 0, h->clock.now_ms());
-  int64_t none_fee = -1;
-  none.render = [&none_fee](const Refund& rf) {
-    none_fee = rf.fee_refunded_minor;
-    return std::string("{}");
-  };
-  ASSERT_TRUE(accept_refund_sync(h->intake(), std::move(none)).ok());
-  EXPECT_EQ(none_fee, 0);
+  EXPECT_EQ(full_refund_of_first_payment("mer_3", 100), 100) << "the whole fee comes back";
+  EXPECT_EQ(full_refund_of_first_payment("mer_4", 0), 0) << "without a fee nothing is given back";
 }
 
 TEST_P(IntakeContract, RefundOutcomeAppliedTwiceReversesOnce) {
