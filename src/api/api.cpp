@@ -391,10 +391,12 @@ struct Api::Impl {
   Result<std::optional<Merchant>> authenticate(const std::string& hash, const std::string& peer) {
     auto now = std::chrono::steady_clock::now();
     const int64_t now_ms = d.clock.now_ms();
+    std::optional<Merchant> stale;  // cached, due to be read again
     {
       std::shared_lock lk(auth_mu);
       auto it = auth.find(hash);
       if (it != auth.end() && now_ms - it->second.read_ms < cfg.auth_cache_ttl_ms) return valid_key(it->second.merchant, now_ms);
+      if (it != auth.end()) stale = it->second.merchant;
       auto neg = unknown_keys.find(hash);
       if (it == auth.end() && neg != unknown_keys.end() && neg->second > now) return std::optional<Merchant>();
     }
@@ -402,7 +404,9 @@ struct Api::Impl {
     if (!auth_failures.allows(peer, now_ms))
       return Error{ErrorKind::rate_limited, "rate_limited", "too many requests with unknown API keys; retry later", {}, true};
     auto m = d.merchants.find_merchant_by_key_hash(hash);
-    if (!m) return m.error();
+    // The store cannot say: a key read before keeps its last known expiry (a store outage
+    // does not log every merchant out; a rotation is then seen once the store answers).
+    if (!m) return stale ? valid_key(*stale, now_ms) : Result<std::optional<Merchant>>(m.error());
     if (m.value()) {
       remember(*m.value());
       return valid_key(*m.value(), now_ms);

@@ -901,6 +901,21 @@ TEST(ApiAuth, CachedKeysAreReReadAfterTheTtl) {
   EXPECT_EQ(h.s.key_hash_lookups, lookups + 1);
 }
 
+// A cached key due to be read again, while the store cannot answer: its last known state
+// holds (a store outage does not log merchants out); an uncached key is refused with 503.
+TEST(ApiAuth, AStaleCachedKeyHoldsWhileTheStoreCannotAnswer) {
+  Harness h;
+  const std::string k1 = h.merchant("Acme");
+  auto balance = [&](const std::string& key) { return h.call("GET", "/v1/balance", "", Harness::auth(key)).status; };
+  EXPECT_EQ(balance(k1), 200);
+  h.clock.advance(10s);
+  h.s.fail_key_lookup = true;
+  EXPECT_EQ(balance(k1), 200);
+  EXPECT_EQ(balance("sk_never_seen"), 503);
+  h.s.fail_key_lookup = false;
+  EXPECT_EQ(balance(k1), 200);
+}
+
 // Endpoint update: url (with the same address rules as create), enabled_events, disabled;
 // secret rotation: a new secret shown once, the previous one signs until the overlap ends.
 TEST(ApiEndpoints, UpdateAndSecretRotation) {

@@ -30,6 +30,7 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
   int key_hash_lookups = 0;
   bool fail_accept = false;       // accept_* answer unavailable
   bool fail_find = false;         // find_idempotency answers unavailable
+  bool fail_key_lookup = false;   // find_merchant_by_key_hash answers unavailable
   bool hide_from_find = false;    // find_idempotency answers "none" (simulates a race)
   int find_calls = 0;             // find_idempotency calls (with mu)
   bool settle_on_accept = false;  // accepted payments become succeeded at once
@@ -193,6 +194,7 @@ class FakeStores final : public IntakeStore, public PaymentQueries, public Merch
   Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& h) override {
     std::lock_guard lk(mu);
     ++key_hash_lookups;
+    if (fail_key_lookup) return Error::unavailable("store_unavailable", "injected");
     auto it = merchants_by_hash.find(h);
     if (it == merchants_by_hash.end()) return std::optional<Merchant>();
     return std::optional<Merchant>(it->second);
