@@ -444,6 +444,24 @@ def new_merchant(server: Server, name: Optional[str] = None, rate_limit: Optiona
     return Merchant(j["id"], j["api_key"], server.client(j["api_key"]), j["name"])
 
 
+def rotate_api_key(server: Server, merchant_id: str, body: Any = None) -> Resp:
+    """POST /v1/merchants/{id}/api_keys with the admin key (body: {expire_previous_after_s})."""
+    adm = server.admin()
+    try:
+        return adm.post(f"/v1/merchants/{merchant_id}/api_keys", body)
+    finally:
+        adm.close()
+
+
+def balance_status(server: Server, key: str) -> int:
+    """The status of GET /v1/balance with `key`: whether the key authenticates there."""
+    c = server.client(key)
+    try:
+        return c.get("/v1/balance").status
+    finally:
+        c.close()
+
+
 def assert_error(r: Resp, status: int, code, param: Any = "__any__", type_: Optional[str] = None) -> dict:
     """Asserts an error answer. code may be a string or a set of acceptable codes."""
     assert r.status == status, f"expected {status} {code}, got {r}"

@@ -275,9 +275,9 @@ def pytest_runtest_makereport(item, call):
                 rep.sections.append((f"{r.name} log (start #{r.starts})", r.tail(40)))
 
 
-@pytest.fixture(scope="session")
-def dist(tmp_path_factory):
-    d = Deployment(str(tmp_path_factory.mktemp("dist")))
+def run_deployment(d: Deployment):
+    """A fixture's body for a deployment: start it (stopped again if that fails), hand it
+    to the tests, then stop it gracefully and remove its state. Use: yield from."""
     _dist_holder.append(d)
     try:
         d.start()
@@ -288,6 +288,11 @@ def dist(tmp_path_factory):
     problems = d.stop()
     d.cleanup_state()
     assert not problems, "graceful shutdown failed:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory):
+    yield from run_deployment(Deployment(str(tmp_path_factory.mktemp("dist"))))
 
 
 @pytest.fixture

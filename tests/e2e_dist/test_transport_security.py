@@ -76,17 +76,9 @@ def tls_dist(tmp_path_factory, tls_env):
     # libpq reads PGAPPNAME: this deployment's sessions are the ones with this name.
     d.env["PGAPPNAME"] = f"ps-tls-{d.session}"
     # A failing test shows the roles' logs (conftest's report hook), unless the session's
-    # shared deployment was made first (this module runs on its own: -m tls).
-    conftest._dist_holder.append(d)
-    try:
-        d.start()  # migrate and topics create over TLS too, then every role
-    except BaseException:
-        d.stop()
-        raise
-    yield d
-    problems = d.stop()
-    d.cleanup_state()
-    assert not problems, "graceful shutdown failed:\n" + "\n".join(problems)
+    # shared deployment was made first (this module runs on its own: -m tls). Starting
+    # runs migrate and topics create over TLS too, then every role.
+    yield from conftest.run_deployment(d)
 
 
 def psql_plain(sql: str) -> list[list[str]]:
