@@ -27,6 +27,7 @@ const char* name(Level l) {
     case Level::info: return "info";
     case Level::warn: return "warn";
     case Level::error: return "error";
+    case Level::off: break;
   }
   return "info";
 }

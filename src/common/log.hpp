@@ -10,7 +10,7 @@ namespace ps::log {
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
-enum class Level { debug, info, warn, error };
+enum class Level { debug, info, warn, error, off };  // off: only always() (the simulation)
 void set_level(Level level);
 void write(Level level, std::string_view msg, const Fields& fields = {});
 inline void debug(std::string_view m, const Fields& f = {}) { write(Level::debug, m, f); }

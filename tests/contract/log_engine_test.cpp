@@ -105,7 +105,7 @@ class LogEngineTest : public ::testing::Test {
     o.segment_bytes = 1u << 20;
     return o;
   }
-  Result<void> open() {
+  Result<void> open(bool stepped = false) {
     SqliteOptions so;
     so.path = (dir / "db.sqlite").string();
     auto s = SqliteStore::open(so, clock);
@@ -115,6 +115,7 @@ class LogEngineTest : public ::testing::Test {
     lo.log = log_opts();
     lo.projection_batch = 4;  // several transactions in a replay
     lo.groups = groups;
+    lo.stepped = stepped;
     auto l = LogEngine::open(lo, fs, *store, clock);
     if (!l) return l.error();
     intake = std::move(l.value());
@@ -183,6 +184,58 @@ TEST_F(LogEngineTest, RestartReplaysOnlyTheAcknowledgedTailPastTheProjection) {
   close();
   ASSERT_TRUE(open().ok());  // nothing left to replay: opens at the projected position
   EXPECT_EQ(sql_count("SELECT COUNT(*) FROM payments"), 9);
+}
+
+// Stepped mode (the simulation's): an acceptance is admitted at step_admission(), durable
+// and answered at step_log(); a second request with the key meanwhile waits for the first
+// and is admitted again (a replay) at the next step_admission(); a stage's commit writes
+// the log itself; projection happens at step_projection() (or a read that waits for it).
+// crash() drops what is queued unanswered, and the next open recovers what was durable.
+TEST_F(LogEngineTest, SteppedModeRunsEachPartOnlyWhenStepped) {
+  groups = {{"fraud", {"tx.initiated"}}};
+  ASSERT_TRUE(open(true).ok());
+  std::vector<std::string> answers;
+  auto answer = [&](const char* who) {
+    return [&answers, who](Result<AcceptOutcome> r) {
+      answers.push_back(std::string(who) + (r ? (r->created ? " created" : " replayed") : " " + r.error().code));
+    };
+  };
+  intake->accept_payment(payment_cmd("mer_1", "k1", 100, 1), answer("first"));
+  EXPECT_TRUE(answers.empty());
+  EXPECT_EQ(intake->step_admission(), 1u);
+  intake->accept_payment(payment_cmd("mer_1", "k1", 100, 1), answer("second"));
+  EXPECT_EQ(intake->step_admission(), 1u);   // waits for the first: its record is not durable
+  EXPECT_TRUE(answers.empty());
+  EXPECT_EQ(intake->step_log(), 1u);
+  ASSERT_EQ(answers, std::vector<std::string>{"first created"});
+  EXPECT_EQ(intake->step_admission(), 1u);
+  EXPECT_EQ(answers.back(), "second replayed");
+  EXPECT_EQ(sql_count("SELECT COUNT(*) FROM payments"), 0) << "not projected yet";
+
+  auto recs = intake->poll("fraud", {"tx.initiated"}, 10, std::chrono::milliseconds(0));
+  ASSERT_TRUE(recs.ok());
+  ASSERT_EQ(recs->size(), 1u);
+  ASSERT_TRUE(intake->commit("fraud", *recs, Effects{}).ok()) << "a commit writes the log itself";
+  EXPECT_EQ(intake->step_projection(), 1u) << "one transaction (projection_batch 4) for both records";
+  EXPECT_EQ(sql_count("SELECT COUNT(*) FROM payments"), 1);
+
+  // crash(): the admission queue is dropped unanswered and nothing more is projected. The
+  // log's queued append is still written here (this file system did not crash with the
+  // process; the simulation crashes its file system first), so it is durable and answered,
+  // and the next open projects it from the log.
+  intake->accept_payment(payment_cmd("mer_1", "k2", 100, 1), answer("appended"));
+  EXPECT_EQ(intake->step_admission(), 1u);
+  intake->accept_payment(payment_cmd("mer_1", "k3", 100, 1), answer("queued"));
+  const size_t before = answers.size();
+  intake->crash();
+  close();
+  ASSERT_EQ(answers.size(), before + 1);
+  EXPECT_EQ(answers.back(), "appended created");
+  EXPECT_EQ(sql_count("SELECT COUNT(*) FROM payments"), 1) << "the crash projected nothing";
+  ASSERT_TRUE(open(true).ok());
+  EXPECT_EQ(sql_count("SELECT COUNT(*) FROM payments"), 2) << "recovery projected k2 from the log";
+  EXPECT_EQ(sql_count("SELECT COUNT(*) FROM idempotency WHERE key = 'k3'"), 0);
+  EXPECT_EQ(intake->bus().kept(), 1u) << "fraud had consumed k1, not k2";
 }
 
 TEST_F(LogEngineTest, RestartGivesEachStageWhatItHadNotConsumedAndNothingElse) {

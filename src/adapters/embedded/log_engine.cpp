@@ -72,6 +72,7 @@ void stamp(ProjectedWrite& w, uint64_t lsn) {
 LogEngine::LogEngine(LogEngineOptions opts, SqliteStore& store, const Clock& clock)
     : opts_(std::move(opts)), store_(store), clock_(clock), bus_(opts_.groups) {
   opts_.projection_batch = std::max<size_t>(1, opts_.projection_batch);
+  opts_.log.stepped = opts_.stepped;
 }
 
 Result<std::unique_ptr<LogEngine>> LogEngine::open(LogEngineOptions opts, wal::LogFs& fs, SqliteStore& store,
@@ -98,7 +99,7 @@ Result<std::unique_ptr<LogEngine>> LogEngine::open(LogEngineOptions opts, wal::L
   };
   // The retained log, once: its events refill the bus (the bus keeps what a group has not
   // consumed) and the records the store does not hold are projected.
-  auto log = wal::SegmentLog::open(opts.log, fs, 1, [&](const wal::LogRecord& rec) -> Result<void> {
+  auto log = wal::SegmentLog::open(self->opts_.log, fs, 1, [&](const wal::LogRecord& rec) -> Result<void> {
     auto w = engine_record::decode(rec.type, rec.payload);
     if (!w) return Error::internal("engine log record " + std::to_string(rec.lsn) + ": " + w.error().message);
     stamp(*w, rec.lsn);
@@ -144,6 +145,7 @@ Result<std::unique_ptr<LogEngine>> LogEngine::open(LogEngineOptions opts, wal::L
   self->log_ = std::move(*log);
   self->durable_lsn_ = self->projected_lsn_ = std::max(*at, last);
   self->release_log();
+  if (self->opts_.stepped) return self;
   self->admitter_ = std::thread([p = self.get()] {
     name_this_thread("ps-admission");
     p->admit_loop();
@@ -172,6 +174,7 @@ LogEngine::~LogEngine() {
   }
   admit_cv_.notify_all();
   if (admitter_.joinable()) admitter_.join();
+  if (opts_.stepped && !crashed_) step_admission();
   log_.reset();  // writes what is queued; its callbacks queue the records for projection
   {
     std::lock_guard lk(mu_);
@@ -179,6 +182,53 @@ LogEngine::~LogEngine() {
   }
   project_cv_.notify_all();
   if (projector_.joinable()) projector_.join();
+  if (opts_.stepped && !crashed_) step_projection();
+}
+
+// ---------- stepped mode ----------
+
+size_t LogEngine::step_admission() {
+  size_t n = 0;
+  for (;;) {
+    std::deque<Admission> batch;
+    {
+      std::lock_guard lk(admit_mu_);
+      batch.swap(admit_q_);
+    }
+    if (batch.empty()) return n;
+    for (auto& a : batch) admit(a);
+    n += batch.size();
+  }
+}
+
+size_t LogEngine::step_log() { return log_ ? log_->write_queued() : 0; }
+
+size_t LogEngine::step_projection() {
+  size_t n = 0;
+  while (project_batch(false)) ++n;
+  return n;
+}
+
+// Also the housekeeping thread's pass.
+void LogEngine::step_housekeeping() {
+  release_log();
+  // `paystream dlq replay` runs in another process: it leaves the request in the store.
+  auto requests = store_.projection().replay_requests();
+  if (!requests) return;
+  for (int64_t offset : *requests) {
+    if (auto r = replay_dead_letter(offset); !r) {
+      log::warn("dead letter replay request refused", {{"dlq_offset", std::to_string(offset)},
+                                                       {"error", r.error().message}});
+      (void)store_.projection().drop_replay_request(offset);
+    }
+  }
+}
+
+void LogEngine::crash() {
+  crashed_ = true;
+  std::lock_guard lk(admit_mu_);
+  admit_q_.clear();
+  admit_stop_ = true;
 }
 
 // ---------- the log ----------
@@ -519,6 +569,7 @@ Result<void> LogEngine::commit(const std::string& group, const std::vector<Recor
   std::promise<Result<uint64_t>> done;
   auto f = done.get_future();
   log_write(w, nullptr, [&done](Result<uint64_t> r) { done.set_value(std::move(r)); });
+  if (opts_.stepped) log_->write_queued();
   auto r = f.get();
   if (!r) return r.error();
   return ok();
@@ -563,6 +614,7 @@ Result<void> LogEngine::replay_dead_letter(int64_t dlq_offset) {
   std::promise<Result<uint64_t>> done;
   auto f = done.get_future();
   log_write(w, nullptr, [&done](Result<uint64_t> r) { done.set_value(std::move(r)); });
+  if (opts_.stepped) log_->write_queued();
   auto r = f.get();
   if (!r) {
     std::lock_guard lk(mu_);
@@ -582,70 +634,80 @@ Result<void> LogEngine::replay_dead_letter(int64_t dlq_offset) {
 // ---------- projection ----------
 
 void LogEngine::project_loop() {
-  for (;;) {
-    std::vector<ProjectedWrite> batch;
-    {
-      std::unique_lock lk(mu_);
-      project_cv_.wait(lk, [&] { return stopping_ || !to_project_.empty(); });
-      if (to_project_.empty()) return;  // stopping, and everything durable is projected
-      const size_t n = std::min(opts_.projection_batch, to_project_.size());
-      batch.reserve(n);
-      for (size_t i = 0; i < n; ++i) {
-        batch.push_back(std::move(to_project_.front()));
-        to_project_.pop_front();
-      }
-      projecting_ = n;
-      projecting_oldest_ms_ = batch.front().now_ms;
-    }
-    const uint64_t last = batch.back().lsn;
-    auto backoff = std::chrono::milliseconds(10);
-    for (int attempt = 1;; ++attempt) {
-      auto r = store_.projection().project(batch);
-      if (r) break;
-      projection_errors().inc();
-      log::error("engine log projection failed; retrying",
-                 {{"error", r.error().message}, {"first_lsn", std::to_string(batch.front().lsn)},
-                  {"last_lsn", std::to_string(last)}});
-      bool stopping = false;
-      {
-        std::lock_guard lk(mu_);
-        stopping = stopping_;
-      }
-      if (stopping && attempt >= 3) {
-        log::warn("engine log records left for recovery at the next start",
-                  {{"from_lsn", std::to_string(batch.front().lsn)}});
-        return;
-      }
-      std::this_thread::sleep_for(backoff);
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
-    }
-    {
-      std::lock_guard lk(mu_);
-      projected_lsn_ = last;
-      projecting_ = 0;
-      for (const auto& w : batch) {
-        std::string mk;
-        if (w.kind == Kind::payment) mk = key_of(w.payment->record.merchant_id, w.payment->record.key);
-        else if (w.kind == Kind::refund) mk = key_of(w.refund_record.merchant_id, w.refund_record.key);
-        else if (w.kind == Kind::response) mk = key_of(w.merchant_id, w.key);
-        if (w.kind == Kind::refund) reservations_.erase(w.refund.id);
-        if (w.kind == Kind::replay) replays_.erase(w.dlq_offset);
-        if (mk.empty()) continue;
-        auto it = keys_.find(mk);
-        if (it == keys_.end() || it->second.state != Entry::State::durable || it->second.lsn > last ||
-            it->second.replacing > 0)
-          continue;
-        std::vector<Admission> none;
-        forget_key(mk, none);
-      }
-      unprojected_gauge().set(double(to_project_.size()));
-    }
-    projected_cv_.notify_all();
-    projected_records().inc(double(batch.size()));
+  while (project_batch(true)) {
   }
 }
 
+bool LogEngine::project_batch(bool wait) {
+  std::vector<ProjectedWrite> batch;
+  {
+    std::unique_lock lk(mu_);
+    if (wait) project_cv_.wait(lk, [&] { return stopping_ || !to_project_.empty(); });
+    if (to_project_.empty()) return false;  // stopping, and everything durable is projected
+    const size_t n = std::min(opts_.projection_batch, to_project_.size());
+    batch.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(to_project_.front()));
+      to_project_.pop_front();
+    }
+    projecting_ = n;
+    projecting_oldest_ms_ = batch.front().now_ms;
+  }
+  const uint64_t last = batch.back().lsn;
+  auto backoff = std::chrono::milliseconds(10);
+  for (int attempt = 1;; ++attempt) {
+    auto r = store_.projection().project(batch);
+    if (r) break;
+    projection_errors().inc();
+    log::error("engine log projection failed; retrying",
+               {{"error", r.error().message}, {"first_lsn", std::to_string(batch.front().lsn)},
+                {"last_lsn", std::to_string(last)}});
+    bool stopping = false;
+    {
+      std::lock_guard lk(mu_);
+      stopping = stopping_;
+      if (opts_.stepped) {  // left for the next step, in order
+        for (auto it = batch.rbegin(); it != batch.rend(); ++it) to_project_.push_front(std::move(*it));
+        projecting_ = 0;
+        return false;
+      }
+    }
+    if (stopping && attempt >= 3) {
+      log::warn("engine log records left for recovery at the next start",
+                {{"from_lsn", std::to_string(batch.front().lsn)}});
+      return false;
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+  {
+    std::lock_guard lk(mu_);
+    projected_lsn_ = last;
+    projecting_ = 0;
+    for (const auto& w : batch) {
+      std::string mk;
+      if (w.kind == Kind::payment) mk = key_of(w.payment->record.merchant_id, w.payment->record.key);
+      else if (w.kind == Kind::refund) mk = key_of(w.refund_record.merchant_id, w.refund_record.key);
+      else if (w.kind == Kind::response) mk = key_of(w.merchant_id, w.key);
+      if (w.kind == Kind::refund) reservations_.erase(w.refund.id);
+      if (w.kind == Kind::replay) replays_.erase(w.dlq_offset);
+      if (mk.empty()) continue;
+      auto it = keys_.find(mk);
+      if (it == keys_.end() || it->second.state != Entry::State::durable || it->second.lsn > last ||
+          it->second.replacing > 0)
+        continue;
+      std::vector<Admission> none;
+      forget_key(mk, none);
+    }
+    unprojected_gauge().set(double(to_project_.size()));
+  }
+  projected_cv_.notify_all();
+  projected_records().inc(double(batch.size()));
+  return true;
+}
+
 Result<void> LogEngine::await_projection() {
+  if (opts_.stepped) step_projection();
   std::unique_lock lk(mu_);
   const uint64_t target = durable_lsn_;
   if (projected_cv_.wait_for(lk, opts_.projection_wait, [&] { return projected_lsn_ >= target; })) return ok();
@@ -677,18 +739,7 @@ void LogEngine::housekeeping_loop() {
       std::unique_lock lk(hk_mu_);
       if (hk_cv_.wait_for(lk, opts_.housekeeping, [&] { return hk_stop_; })) return;
     }
-    release_log();
-    // `paystream dlq replay` runs in another process: it leaves the request in the store.
-    auto requests = store_.projection().replay_requests();
-    if (!requests) continue;
-    for (int64_t offset : *requests) {
-      auto r = replay_dead_letter(offset);
-      if (!r) {
-        log::warn("dead letter replay request refused", {{"dlq_offset", std::to_string(offset)},
-                                                         {"error", r.error().message}});
-        (void)store_.projection().drop_replay_request(offset);
-      }
-    }
+    step_housekeeping();
   }
 }
 

@@ -27,6 +27,12 @@
 // both the projection and every registered group are past them.
 // Backlog (intake admission): the stages' backlog on the bus plus the records the store
 // does not hold yet.
+// Stepped mode (LogEngineOptions::stepped; the deterministic simulation, tests/sim): no
+// threads of its own, nor the log's. Admission, log writes, projection and housekeeping
+// run when step_*() runs them, on the caller's thread, so one thread decides every
+// interleaving; a call that waits for the log (a stage's commit, a dead-letter replay)
+// writes it then, and await_projection() projects. crash() drops what is in memory, as a
+// killed process would. Stepped: from one thread only.
 // Thread-safety: every method from any thread; callbacks run on the log's writer thread,
 // the store's writer thread or the admission thread, and must not block.
 #pragma once
@@ -63,6 +69,7 @@ struct LogEngineOptions {
   size_t projection_batch = 2048;                   // records per projection transaction
   std::chrono::milliseconds projection_wait{2000};  // list reads wait this long at most
   std::chrono::milliseconds housekeeping{200};      // replay requests, segment removal
+  bool stepped = false;                             // no threads (see above); sets log.stepped
 };
 
 class LogEngine final : public IntakeStore, public BacklogProbe {
@@ -97,6 +104,15 @@ class LogEngine final : public IntakeStore, public BacklogProbe {
   // Waits until the store holds every record durable before the call.
   Result<void> await_projection();
   uint64_t projected_lsn() const;
+  // Stepped mode only. Each returns how much it did.
+  size_t step_admission();   // admits the payments and refunds queued (their appends queue)
+  size_t step_log();         // writes the queued appends: group commits, then the callbacks
+  size_t step_projection();  // projects every durable record, one transaction per batch
+  void step_housekeeping();  // segment removal and dead-letter replay requests (also the thread's pass)
+  // A simulated kill -9: the queued admissions are dropped unanswered, and the destructor
+  // neither admits nor projects (the log's queued appends still fail or, if the file
+  // system allows, are written: the caller crashes the file system first).
+  void crash();
   const EventBus& bus() const { return bus_; }
   SqliteStore& store() { return store_; }
 
@@ -136,6 +152,9 @@ class LogEngine final : public IntakeStore, public BacklogProbe {
   void feed_bus(const ProjectedWrite& w);
   void forget_key(const std::string& mk, std::vector<Admission>& waiters);
   void project_loop();
+  // One projection transaction of the durable records (false: none, or the engine stops
+  // with it unprojected). `wait`: until there is one or the engine stops.
+  bool project_batch(bool wait);
   void housekeeping_loop();
   void release_log();
   void enqueue(Admission a);
@@ -165,6 +184,7 @@ class LogEngine final : public IntakeStore, public BacklogProbe {
   uint64_t durable_lsn_ = 0;
   uint64_t projected_lsn_ = 0;
   bool stopping_ = false;
+  bool crashed_ = false;                                    // stepped: crash() was called
   std::condition_variable project_cv_;
   std::condition_variable projected_cv_;
 

@@ -95,6 +95,7 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::open(LogOptions opts, LogFs& fs,
   std::unique_ptr<SegmentLog> log(new SegmentLog(std::move(opts), fs));
   if (auto d = fs.create_dir(log->opts_.dir); !d) return d.error();
   if (auto r = log->recover(from_lsn, replay); !r) return r.error();
+  if (log->opts_.stepped) return log;
   log->writer_ = std::thread([p = log.get()] {
     name_this_thread("ps-log-writer");
     p->writer_loop();
@@ -267,6 +268,20 @@ void SegmentLog::preparer_loop() {
 }
 
 Result<void> SegmentLog::roll() {
+  if (opts_.stepped) {
+    uint64_t number = 0;
+    {
+      std::lock_guard lk(mu_);
+      number = segments_.back().number + 1;
+    }
+    auto f = prepare_segment(number);
+    if (!f) return f.error();
+    std::lock_guard lk(mu_);
+    current_ = std::move(*f);
+    current_offset_ = 0;
+    segments_.push_back({number, 0});
+    return ok();
+  }
   std::unique_lock lk(mu_);
   spare_cv_.wait(lk, [&] { return spare_ || spare_failed_; });
   if (!spare_) return spare_error_;
@@ -305,26 +320,33 @@ Result<uint64_t> SegmentLog::append_wait(uint8_t type, std::string payload) {
   return fut.get();
 }
 
+bool SegmentLog::take_group(std::vector<Pending>& group, bool wait) {
+  group.clear();
+  std::unique_lock lk(mu_);
+  if (wait) queue_cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+  if (queue_.empty()) return false;
+  size_t bytes = 0;
+  while (!queue_.empty()) {
+    const size_t b = kHeaderBytes + queue_.front().payload.size();
+    if (!group.empty() && bytes + b > opts_.max_batch_bytes) break;
+    bytes += b;
+    queued_bytes_ -= b;
+    group.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  return true;
+}
+
 void SegmentLog::writer_loop() {
   std::vector<Pending> group;
-  for (;;) {
-    group.clear();
-    {
-      std::unique_lock lk(mu_);
-      queue_cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;   // stopping, everything written
-      size_t bytes = 0;
-      while (!queue_.empty()) {
-        const size_t b = kHeaderBytes + queue_.front().payload.size();
-        if (!group.empty() && bytes + b > opts_.max_batch_bytes) break;
-        bytes += b;
-        queued_bytes_ -= b;
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-    }
-    write_group(group);
-  }
+  while (take_group(group, true)) write_group(group);   // false: stopping, everything written
+}
+
+size_t SegmentLog::write_queued() {
+  std::vector<Pending> group;
+  size_t groups = 0;
+  for (; take_group(group, false); ++groups) write_group(group);
+  return groups;
 }
 
 void SegmentLog::write_group(std::vector<Pending>& group) {
@@ -417,6 +439,7 @@ SegmentLog::~SegmentLog() {
   }
   queue_cv_.notify_all();
   if (writer_.joinable()) writer_.join();   // drains the queue (the preparer still runs)
+  if (opts_.stepped) write_queued();
   {
     std::lock_guard lk(mu_);
     preparer_stop_ = true;

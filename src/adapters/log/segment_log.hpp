@@ -27,6 +27,10 @@
 // nothing is changed (an operator decides). A bad final record of the last group cannot
 // be told from a torn one (as in LevelDB and RocksDB) and is cut off.
 // Release: release(lsn) removes segments that hold only records below lsn.
+// Stepped mode (LogOptions::stepped; the deterministic simulation, tests/sim): no writer
+// and no preparer thread. Appends queue; write_queued() writes them, group by group, on
+// the caller's thread, and prepares a segment there when one is needed. The framing,
+// syncs, failures and callbacks are the threaded mode's, only the scheduling differs.
 // Thread-safety: append/append_wait/release/next_lsn/durable_lsn from any thread; the
 // callbacks must not block and must not call append_wait (it would wait for itself).
 #pragma once
@@ -53,6 +57,7 @@ struct LogOptions {
   size_t max_batch_bytes = 4u << 20;      // framed bytes per group commit (at least one record)
   size_t max_pending_bytes = 64u << 20;   // queued and unwritten; beyond: "log_overloaded"
   bool sync = true;                       // fdatasync each group (off: the OS decides; tests)
+  bool stepped = false;                   // no threads: write_queued() writes (see above)
 };
 
 struct LogRecord {
@@ -86,6 +91,9 @@ class SegmentLog {
   void append(uint8_t type, std::string payload, Done done);
   // append() and wait for the outcome. Not from a callback.
   Result<uint64_t> append_wait(uint8_t type, std::string payload);
+  // Stepped mode only: writes everything queued (groups of up to max_batch_bytes) and runs
+  // the callbacks, on this thread; returns the groups written. Not from a callback.
+  size_t write_queued();
   // Segments whose records are all below `lsn` are removed.
   Result<void> release(uint64_t lsn);
 
@@ -111,6 +119,9 @@ class SegmentLog {
   Result<std::unique_ptr<LogFile>> prepare_segment(uint64_t number);
   Result<void> roll();
   void writer_loop();
+  // Moves the next group off the queue (false: nothing queued). `wait`: until there is
+  // one or the log stops.
+  bool take_group(std::vector<Pending>& group, bool wait);
   void preparer_loop();
   void write_group(std::vector<Pending>& group);
 

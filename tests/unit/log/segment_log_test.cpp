@@ -183,6 +183,46 @@ TEST(SegmentLog, RollsSegmentsAndReleaseRemovesOnlyWhollyOlderOnes) {
   EXPECT_EQ(from_start.records.back().first, 2000u);
 }
 
+// Stepped mode (the simulation's): nothing is written until write_queued(), which writes
+// every queued record in groups of up to max_batch_bytes on the caller's thread, rolls
+// segments there, and runs the callbacks before it returns; the destructor writes what
+// is still queued.
+TEST(SegmentLog, SteppedModeWritesOnlyWhenToldAndOnTheCallersThread) {
+  FaultFs ffs;
+  Replayed none;
+  LogOptions o = small("/stepped");
+  o.stepped = true;
+  o.max_batch_bytes = 4096;
+  auto log = SegmentLog::open(o, ffs, 1, none.fn());
+  ASSERT_TRUE(log) << log.error().message;
+  std::vector<uint64_t> durable;
+  const auto caller = std::this_thread::get_id();
+  bool other_thread = false;
+  for (int i = 0; i < 600; ++i)
+    (*log)->append(1, payload_of(i, 200), [&](Result<uint64_t> r) {
+      ASSERT_TRUE(r) << r.error().message;
+      durable.push_back(*r);
+      other_thread |= std::this_thread::get_id() != caller;
+    });
+  EXPECT_TRUE(durable.empty()) << "nothing is written before write_queued()";
+  EXPECT_EQ((*log)->durable_lsn(), 0u);
+  const size_t groups = (*log)->write_queued();
+  EXPECT_GE(groups, 600u * 230 / 4096);   // about 17 records per 4 KiB group
+  ASSERT_EQ(durable.size(), 600u);
+  EXPECT_FALSE(other_thread);
+  for (size_t i = 0; i < durable.size(); ++i) EXPECT_EQ(durable[i], i + 1);
+  EXPECT_GE((*log)->segment_count(), 2u) << "600 x ~230 B roll a 64 KiB segment";
+  EXPECT_EQ((*log)->write_queued(), 0u);
+  (*log)->append(1, "last", [&](Result<uint64_t> r) { durable.push_back(r ? *r : 0); });
+  log->reset();   // writes what is queued
+  ASSERT_EQ(durable.size(), 601u);
+  EXPECT_EQ(durable.back(), 601u);
+  Replayed all;
+  auto again = SegmentLog::open(small("/stepped"), ffs, 1, all.fn());
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(all.records.size(), 601u);
+}
+
 TEST(SegmentLog, TornFinalRecordIsCutOffAndTheLogGoesOn) {
   TempDir dir;
   PosixLogFs pfs;
