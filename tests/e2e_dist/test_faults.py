@@ -5,7 +5,8 @@ load runs, and each is followed by a reconciliation of the whole session:
 - no duplicate charge at the acquirer simulator: approved charges == succeeded payments,
   none for a failed payment, one row per payment id (its primary key);
 - no duplicate posting: exactly one settlement per succeeded payment, none for failed ones;
-- every journal entry balances (postings sum to zero per currency);
+- every journal entry balances (postings sum to zero per currency), and every maintained
+  balance equals the sum of its postings;
 - consumer lag returns to zero on every worker; the outbox drains.
 
 Faults: kill -9 of each worker role and of a gateway (then restarted), Redis FLUSHALL, a
@@ -191,6 +192,10 @@ def reconcile(dep: Deployment, load: Load, label: str) -> dict:
     unbalanced = scalar(dep, "SELECT count(*) FROM (SELECT entry_id, currency FROM postings "
                              "GROUP BY 1, 2 HAVING sum(amount_minor) <> 0) u")
     assert unbalanced == 0, f"{label}: {unbalanced} unbalanced entries"
+    drift = scalar(dep, "SELECT count(*) FROM (SELECT account, currency, sum(amount_minor) s FROM postings "
+                        "GROUP BY 1, 2) p FULL JOIN account_balances b USING (account, currency) "
+                        "WHERE coalesce(b.amount_minor, 0) <> coalesce(p.s, 0)")
+    assert drift == 0, f"{label}: {drift} maintained balances differ from the sum of their postings"
 
     # Acquirer: one charge row per payment id (primary key), approved exactly for the
     # succeeded ones, so no payment was charged twice and no failed payment was charged.
@@ -214,7 +219,7 @@ def reconcile(dep: Deployment, load: Load, label: str) -> dict:
         "fault": label, "acknowledged": len(load.acked), "payments_in_store": len(status),
         "succeeded": len(succeeded), "failed": len(failed), "settlements": len(per_payment),
         "acquirer_charges": len(rows), "acquirer_approved": len(approved),
-        "acquirer_repeat_calls": retried_calls, "unbalanced_entries": unbalanced,
+        "acquirer_repeat_calls": retried_calls, "unbalanced_entries": unbalanced, "balance_drift": drift,
         "client_errors": dict(load.errors),
         "intake_p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
         "intake_p99_ms": round(1000 * lat[int(len(lat) * 0.99)], 1) if lat else None,

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/metrics.hpp"
+#include "adapters/postgres/pg_schema.hpp"
 #include "contract/store_harness.hpp"
 #include "postgres/pg_test_util.hpp"
 
@@ -1093,6 +1094,103 @@ TEST_F(PgStoreTest, DeadlockedTransactionsAreRunAgain) {
   }
   EXPECT_TRUE(apply_retried) << "the store's apply transaction was never the victim in " << kRounds << " rounds";
   EXPECT_EQ(totals().settlements, settlements);
+}
+
+// ---------- maintained balances ----------
+
+// SPEC §5: balances are maintained, never recomputed by summing postings. Settlements in
+// two currencies, a fee, a repeated outcome, a refund's reversal: every row of
+// account_balances equals the sum of its postings, and the merchant's balance and refund
+// admission read it.
+TEST_F(PgStoreTest, MaintainedBalancesEqualTheirPostings) {
+  store = open(options());
+  ASSERT_TRUE(store);
+  Payment a = settled("mer_1", "ka", 1000, 30);
+  settled("mer_1", "kb", 500, 0);
+  auto usd_cmd = payment_cmd("mer_1", "kc", 700, clock.now_ms(), "USD");
+  Payment c = usd_cmd.payment;
+  ASSERT_TRUE(accept_payment_sync(*store, std::move(usd_cmd)).ok());
+  Effects usd = succeed_payment(c, clock.now_ms(), 7);
+  ASSERT_TRUE(store->apply("ledger", {}, usd).ok());
+  ASSERT_TRUE(store->apply("ledger", {}, usd).ok()) << "a repeated outcome changes nothing";
+  auto r = accept_refund_sync(*store, refund_cmd("mer_1", a.id, "rk", 400, clock.now_ms()));
+  ASSERT_TRUE(r.ok() && r->created) << (r ? "" : r.error().message);
+  Refund refund = store->get_refund("mer_1", refund_id_for("mer_1", "rk"))->value();
+  refund.status = RefundStatus::succeeded;
+  Effects rfx;
+  rfx.refund_outcomes.push_back({refund, contract::reversal_for(refund)});
+  ASSERT_TRUE(store->apply("ledger", {}, rfx).ok());
+
+  EXPECT_EQ(totals().balance_drift, 0);
+  EXPECT_EQ(totals().unbalanced_entries, 0);
+  auto b = store->balances("mer_1");
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  ASSERT_EQ(b->size(), 2u);
+  EXPECT_EQ((*b)[0].currency, "EUR");
+  EXPECT_EQ((*b)[0].available_minor, 970 + 500 - 400);
+  EXPECT_EQ((*b)[1].currency, "USD");
+  EXPECT_EQ((*b)[1].available_minor, 693);
+  EXPECT_EQ(scalar("SELECT amount_minor FROM account_balances WHERE account = 'platform:fees' AND currency = 'EUR'"),
+            -30);
+  // Admission and GET /v1/balance read the maintained row, not the postings: with the row
+  // lowered by hand (drift a summing store would not see), a refund the payment still
+  // allows (200 of its 600 left) is refused for the balance.
+  ASSERT_TRUE(sql->exec("UPDATE account_balances SET amount_minor = amount_minor + 1000 "
+                        "WHERE account = 'merchant:mer_1:available' AND currency = 'EUR'").ok());
+  EXPECT_EQ(store->balances("mer_1")->at(0).available_minor, 70);
+  EXPECT_EQ(totals().balance_drift, 1);
+  auto over = accept_refund_sync(*store, refund_cmd("mer_1", a.id, "rk2", 200, clock.now_ms()));
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code, "insufficient_balance");
+}
+
+// Migration 4 backfills account_balances from the postings a version-3 database holds,
+// and the database keeps the rows up to date from then on, whoever inserts postings.
+TEST_F(PgStoreTest, MigrationFourBackfillsBalancesFromPostings) {
+  const std::string old_schema = pg_test::unique_schema();
+  auto v3 = pg::migrate_to(url, old_schema, {}, 3);
+  ASSERT_TRUE(v3.ok()) << v3.error().message;
+  EXPECT_EQ(*v3, 3);
+  {
+    auto c = pg_test::raw(url, old_schema);
+    ASSERT_TRUE(c);
+    EXPECT_FALSE(c->exec("SELECT 1 FROM account_balances").ok()) << "version 3 has no balances table";
+    ASSERT_TRUE(c->exec_script(
+                     "INSERT INTO journal_entries(id, kind, merchant_id, payment_id, refund_id, created_ms) VALUES "
+                     "('je_1', 'settlement', 'mer_1', 'pay_1', NULL, 1), ('je_2', 'settlement', 'mer_1', 'pay_2', NULL, 1);"
+                     "INSERT INTO postings(entry_id, seq, account, currency, amount_minor) VALUES "
+                     "('je_1', 1, 'acquirer:clearing', 'EUR', 1000), ('je_1', 2, 'merchant:mer_1:available', 'EUR', -970), "
+                     "('je_1', 3, 'platform:fees', 'EUR', -30), ('je_2', 1, 'acquirer:clearing', 'EUR', 500), "
+                     "('je_2', 2, 'merchant:mer_1:available', 'EUR', -500)")
+                    .ok());
+  }
+  auto v4 = pg_migrate(url, old_schema);
+  ASSERT_TRUE(v4.ok()) << v4.error().message;
+  EXPECT_EQ(*v4, 4);
+  auto c = pg_test::raw(url, old_schema);
+  ASSERT_TRUE(c);
+  auto rows = c->exec("SELECT account, amount_minor FROM account_balances WHERE currency = 'EUR' ORDER BY account");
+  ASSERT_TRUE(rows.ok()) << rows.error().message;
+  ASSERT_EQ(rows->rows(), 3);
+  EXPECT_EQ(rows->text(0, 0), "acquirer:clearing");
+  EXPECT_EQ(rows->i64(0, 1), 1500);
+  EXPECT_EQ(rows->text(1, 0), "merchant:mer_1:available");
+  EXPECT_EQ(rows->i64(1, 1), -1470);
+  EXPECT_EQ(rows->i64(2, 1), -30);
+  // Postings written the way a schema-3 binary writes them (during a rolling upgrade) are
+  // added to the rows too: the database maintains them, not the store's statements.
+  ASSERT_TRUE(c->exec_script("INSERT INTO journal_entries(id, kind, merchant_id, payment_id, refund_id, created_ms) "
+                             "VALUES ('je_3', 'settlement', 'mer_1', 'pay_3', NULL, 1);"
+                             "INSERT INTO postings(entry_id, seq, account, currency, amount_minor) VALUES "
+                             "('je_3', 1, 'acquirer:clearing', 'USD', 200), "
+                             "('je_3', 2, 'merchant:mer_1:available', 'USD', -200)")
+                  .ok());
+  auto usd = c->exec("SELECT amount_minor FROM account_balances WHERE account = 'merchant:mer_1:available' "
+                     "AND currency = 'USD'");
+  ASSERT_TRUE(usd.ok() && usd->rows() == 1);
+  EXPECT_EQ(usd->i64(0, 0), -200);
+  c.reset();
+  pg_test::drop_schema(url, old_schema);
 }
 
 // ---------- webhook dead-letter replay support ----------

@@ -6,8 +6,10 @@
 
 namespace ps::pg {
 
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 // The highest applied migration in the connection's search_path (0: none).
 Result<int> stored_version(Conn& c);
+// pg_migrate() up to `to_version` only (tests of a migration's backfill).
+Result<int> migrate_to(const std::string& url, const std::string& schema, const PgTls& tls, int to_version);
 
 }  // namespace ps::pg

@@ -298,9 +298,10 @@ Result<std::optional<IdempotencyRecord>> read_idempotency(Conn& c, const std::st
 }
 
 // Statement inserting a journal entry and its postings once `gate` (a CTE name) yields a
-// row; used inside the outcome statements below. Parameters from `first` on: entry id,
-// kind, merchant, payment, refund (NULL for settlements), created_ms, accounts[],
-// currencies[], amounts[].
+// row (only a new entry: a repeated outcome inserts nothing); used inside the outcome
+// statements below. The database adds the postings to their maintained balances
+// (schema 4's trigger). Parameters from `first` on: entry id, kind, merchant, payment,
+// refund (NULL for settlements), created_ms, accounts[], currencies[], amounts[].
 std::string entry_ctes(const std::string& gate, int first) {
   auto p = [&](int i) { return "$" + std::to_string(first + i); };
   return "ent AS (INSERT INTO journal_entries(id, kind, merchant_id, payment_id, refund_id, created_ms) "
@@ -969,7 +970,7 @@ Result<void> PgStore::Impl::refund_body(Conn& c, IntakeJob& j) {
     // be half seen (reversal posted but refund still counted as processing, or the reverse).
     PS_EXEC(q, c,
             "SELECT (SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE payment_id = $1 AND status = 'processing'), "
-            "(SELECT COALESCE(-SUM(amount_minor), 0) FROM postings WHERE account = $2 AND currency = $3), "
+            "COALESCE((SELECT -amount_minor FROM account_balances WHERE account = $2 AND currency = $3), 0), "
             "(SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE merchant_id = $4 AND currency = $3 "
             "AND status = 'processing'), "
             "(SELECT COALESCE(-SUM(amount_minor), 0) FROM postings WHERE entry_id = $5 AND account = $6)",
@@ -1421,8 +1422,7 @@ Result<std::vector<Balance>> PgStore::balances(const std::string& merchant_id) {
   std::vector<Balance> out;
   PS_LEASE(c);
   PS_EXEC(q, c,
-          "SELECT currency, -SUM(amount_minor) FROM postings WHERE account = $1 GROUP BY currency "
-          "ORDER BY currency COLLATE \"C\"",
+          "SELECT currency, -amount_minor FROM account_balances WHERE account = $1 ORDER BY currency",
           Params(merchant_available_account(merchant_id)));
   for (int i = 0; i < q.rows(); ++i) out.push_back(Balance{q.text(i, 0), q.i64(i, 1)});
   return out;
@@ -1823,6 +1823,29 @@ Result<void> PgStore::apply(const std::string& group, const std::vector<Record>&
       stmts.push_back({"SELECT 1 FROM payments WHERE id = ANY($1::text[]) "
                        "ORDER BY merchant_id COLLATE \"C\", id FOR NO KEY UPDATE",
                        Params(pg::text_array(ids))});
+    // Then the balance rows its entries post to, in one order (account, currency): each
+    // entry's statement updates its rows (the trigger), and two applies touching
+    // acquirer:clearing in EUR and USD in opposite orders would otherwise deadlock. Only
+    // postings write balances; intake reads them. A row that does not exist yet is not
+    // locked: its first two inserters are serialised by the primary key (rarely a
+    // deadlock, run again as above).
+    std::set<std::pair<std::string, std::string>> rows;
+    for (const auto& po : effects.payment_outcomes)
+      if (po.settlement)
+        for (const auto& pp : po.settlement->postings) rows.emplace(pp.account, pp.currency);
+    for (const auto& ro : effects.refund_outcomes)
+      if (ro.reversal)
+        for (const auto& pp : ro.reversal->postings) rows.emplace(pp.account, pp.currency);
+    if (!rows.empty()) {
+      std::vector<std::string> acc, cur;
+      for (const auto& [a, cu] : rows) {
+        acc.push_back(a);
+        cur.push_back(cu);
+      }
+      stmts.push_back({"SELECT 1 FROM account_balances b JOIN unnest($1::text[], $2::text[]) AS t(a, c) "
+                       "ON b.account = t.a AND b.currency = t.c ORDER BY b.account, b.currency FOR UPDATE OF b",
+                       Params(pg::text_array(acc), pg::text_array(cur))});
+    }
   }
   const size_t pay_first = stmts.size();
   for (const auto& po : effects.payment_outcomes) {
@@ -1942,7 +1965,10 @@ Result<PgStore::Totals> PgStore::totals() {
           "(SELECT count(*) FROM journal_entries WHERE kind = 'settlement'), "
           "(SELECT count(DISTINCT entry_id) FROM (SELECT entry_id FROM postings GROUP BY entry_id, currency "
           "HAVING SUM(amount_minor) <> 0) u), "
-          "(SELECT count(*) FROM outbox)");
+          "(SELECT count(*) FROM outbox), "
+          "(SELECT count(*) FROM (SELECT account, currency, SUM(amount_minor) s FROM postings GROUP BY 1, 2) p "
+          "FULL JOIN account_balances b USING (account, currency) "
+          "WHERE COALESCE(b.amount_minor, 0) <> COALESCE(p.s, 0))");
   Totals t;
   t.payments = q.i64(0, 0);
   t.processing = q.i64(0, 1);
@@ -1951,6 +1977,7 @@ Result<PgStore::Totals> PgStore::totals() {
   t.settlements = q.i64(0, 4);
   t.unbalanced_entries = q.i64(0, 5);
   t.outbox_pending = q.i64(0, 6);
+  t.balance_drift = q.i64(0, 7);
   return t;
 }
 

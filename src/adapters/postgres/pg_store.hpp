@@ -154,6 +154,7 @@ class PgStore final : public IntakeStore,
   struct Totals {
     int64_t payments = 0, processing = 0, succeeded = 0, failed = 0;
     int64_t settlements = 0, unbalanced_entries = 0, outbox_pending = 0;
+    int64_t balance_drift = 0;   // (account, currency) whose maintained balance is not Σ its postings
   };
   Result<Totals> totals();
 
