@@ -13,7 +13,15 @@ int run_serve(const ServeConfig& cfg);                       // paystream serve 
 int run_gateway(const ServeConfig& cfg, const DistConfig& d); // paystream gateway
 int run_worker(const ServeConfig& cfg, const DistConfig& d);  // paystream worker --stage ...
 int run_migrate(const DistConfig& d);                         // paystream migrate
-int run_topics_create(const DistConfig& d, int partitions, int replication_factor);
+// `paystream topics create`: the topics' shape and configs (kafka.hpp TopicSettings).
+struct TopicsCreateOptions {
+  int partitions = 3;
+  int replication_factor = 3;
+  int min_insync_replicas = 0;   // 0: the adapter's rule
+  int64_t dlq_retention_ms = 0;
+};
+TopicsCreateOptions default_topics_create_options();   // with the Kafka adapter's defaults
+int run_topics_create(const DistConfig& d, const TopicsCreateOptions& o);
 int run_topics_produce_raw(const DistConfig& d, const std::string& topic, const std::string& key,
                            const std::string& value, const std::vector<std::string>& headers);
 

@@ -29,12 +29,23 @@ int run_migrate(const DistConfig& d) {
   return 0;
 }
 
-int run_topics_create(const DistConfig& d, int partitions, int replication_factor) {
+TopicsCreateOptions default_topics_create_options() {
+  TopicsCreateOptions o;
+  const TopicSettings s;
+  o.min_insync_replicas = s.min_insync_replicas;
+  o.dlq_retention_ms = s.dlq_retention_ms;
+  return o;
+}
+
+int run_topics_create(const DistConfig& d, const TopicsCreateOptions& o) {
   if (auto v = d.validate({true, false, false}); !v) {
     std::cerr << "paystream topics: " << v.error().message << "\n";
     return 2;
   }
-  auto r = create_topics(kafka_options(d, "admin"), partitions, replication_factor);
+  TopicSettings settings;
+  settings.min_insync_replicas = o.min_insync_replicas;
+  settings.dlq_retention_ms = o.dlq_retention_ms;
+  auto r = create_topics(kafka_options(d, "admin"), o.partitions, o.replication_factor, settings);
   if (!r) {
     std::cerr << "paystream topics create: " << r.error().message << "\n";
     return 1;

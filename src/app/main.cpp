@@ -81,12 +81,18 @@ int main(int argc, char** argv) {
   ps::app::DistConfig topics_dist;
   auto* topics = app.add_subcommand("topics", "Kafka topics of the pipeline");
   topics->require_subcommand(1);
-  int partitions = 3, replication = 3;
+  ps::app::TopicsCreateOptions topics_opts = ps::app::default_topics_create_options();
   auto* topics_create = topics->add_subcommand("create", "create tx.initiated, tx.validated, tx.settled, tx.failed, tx.dlq (idempotent)");
-  topics_create->add_option("--partitions", partitions, "partitions per topic")
+  topics_create->add_option("--partitions", topics_opts.partitions, "partitions per topic")
       ->envname("PAYSTREAM_TOPIC_PARTITIONS")->check(CLI::Range(1, 1000))->capture_default_str();
-  topics_create->add_option("--replication-factor", replication, "replicas per partition (3 in production)")
+  topics_create->add_option("--replication-factor", topics_opts.replication_factor, "replicas per partition (3 in production)")
       ->envname("PAYSTREAM_TOPIC_REPLICATION_FACTOR")->check(CLI::Range(1, 16))->capture_default_str();
+  topics_create->add_option("--min-insync-replicas", topics_opts.min_insync_replicas,
+                            "min.insync.replicas of every topic (0: 2 with 3 or more replicas, else 1)")
+      ->envname("PAYSTREAM_TOPIC_MIN_INSYNC_REPLICAS")->check(CLI::Range(0, 16))->capture_default_str();
+  topics_create->add_option("--dlq-retention-ms", topics_opts.dlq_retention_ms,
+                            "retention.ms of tx.dlq: how long a dead letter can be replayed (-1: for ever)")
+      ->envname("PAYSTREAM_DLQ_RETENTION_MS")->capture_default_str();
   std::string raw_topic, raw_key, raw_value;
   std::vector<std::string> raw_headers;
   auto* topics_raw = topics->add_subcommand("produce-raw", "append raw bytes to a topic (testing bad input)");
@@ -141,7 +147,7 @@ int main(int argc, char** argv) {
   if (worker->parsed()) return ps::app::run_worker(wk_cfg, wk_dist);
   if (sim->parsed()) return ps::app::run_acquirer_sim(sim_cfg);
   if (migrate->parsed()) return ps::app::run_migrate(mig_dist);
-  if (topics_create->parsed()) return ps::app::run_topics_create(topics_dist, partitions, replication);
+  if (topics_create->parsed()) return ps::app::run_topics_create(topics_dist, topics_opts);
   if (topics_raw->parsed())
     return ps::app::run_topics_produce_raw(topics_dist, raw_topic, raw_key, raw_value, raw_headers);
   for (auto* c : {dlq_list, dlq_show, dlq_replay}) {

@@ -389,7 +389,15 @@ def test_topics_job_creates_3_partitions_rf_3_min_isr_2(rendered):
     assert weight < hook_of(by_name(objs, "Job")["ps-paystream-migrate"])[1], "topics before the migration"
     assert flag(create["args"], "--partitions") == "3"
     assert flag(create["args"], "--replication-factor") == "3"
-    # The binary sets no topic configs: kafka-configs.sh runs after the create step.
+    # The binary sets min.insync.replicas and the tx.dlq retention on the topics it creates.
+    assert flag(create["args"], "--min-insync-replicas") == "2"
+    assert int(flag(create["args"], "--dlq-retention-ms")) >= 7 * 24 * 3600 * 1000, "a week at least to replay"
+    assert [c["name"] for c in spec["containers"]] == ["create"], "no Kafka image by default"
+
+
+def test_topics_job_can_also_set_existing_topics_with_kafka_tools():
+    objs = render("--set", "topics.kafkaTools.enabled=true")
+    job, spec, create = topics_partitions(objs)
     assert create in spec.get("initContainers", [])
     script = " ".join(" ".join(c.get("command", []) + c.get("args", [])) for c in spec["containers"])
     assert "kafka-configs.sh" in script and "--alter" in script

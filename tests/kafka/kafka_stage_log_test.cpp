@@ -14,6 +14,47 @@ TEST_F(KafkaTest, CreateTopicsIsIdempotent) {
   EXPECT_TRUE(again->empty());
 }
 
+// Topics are created with min.insync.replicas (the harness: 1 replica, so 1) and tx.dlq
+// with its retention; the pipeline topics keep the broker's retention.
+TEST_F(KafkaTest, CreatedTopicsCarryMinInsyncReplicasAndTheDlqRetention) {
+  KafkaOptions o = opts;
+  o.topic_prefix = random_token("t", 6) + ".";
+  TopicSettings s;
+  s.dlq_retention_ms = 3'600'000;
+  auto created = create_topics(o, 1, 1, s);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  ASSERT_EQ(created->size(), 5u);
+  auto dlq = topic_configs(o, "tx.dlq");
+  ASSERT_TRUE(dlq.ok()) << dlq.error().message;
+  EXPECT_EQ(dlq->at("retention.ms"), "3600000");
+  EXPECT_EQ(dlq->at("min.insync.replicas"), "1");
+  auto initiated = topic_configs(o, "tx.initiated");
+  ASSERT_TRUE(initiated.ok()) << initiated.error().message;
+  EXPECT_EQ(initiated->at("min.insync.replicas"), "1");
+  EXPECT_NE(initiated->at("retention.ms"), "3600000");
+  // Again: nothing created, the existing configs left alone (a differing wish is a warning).
+  s.dlq_retention_ms = -1;
+  auto again = create_topics(o, 1, 1, s);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_TRUE(again->empty());
+  EXPECT_EQ(topic_configs(o, "tx.dlq")->at("retention.ms"), "3600000");
+}
+
+TEST(TopicSettings, MinInsyncReplicasIsBelowTheReplicationFactor) {
+  EXPECT_EQ(*min_insync_for({}, 3), 2);
+  EXPECT_EQ(*min_insync_for({}, 5), 2);
+  EXPECT_EQ(*min_insync_for({}, 2), 1);
+  EXPECT_EQ(*min_insync_for({}, 1), 1);
+  EXPECT_EQ(*min_insync_for({3, 0}, 5), 3);
+  EXPECT_FALSE(min_insync_for({3, 0}, 3).ok()) << "one broker down would stop every producer";
+  EXPECT_FALSE(min_insync_for({2, 0}, 1).ok());
+  EXPECT_FALSE(min_insync_for({-1, 0}, 3).ok());
+  KafkaOptions none;
+  TopicSettings zero;
+  zero.dlq_retention_ms = 0;
+  EXPECT_FALSE(create_topics(none, 1, 1, zero).ok()) << "retention 0 refused before any broker is asked";
+}
+
 TEST_F(KafkaTest, PublishThenPollRoundTripsHeadersKeysAndPerKeyOrder) {
   auto pub = open_publisher();
   std::vector<Event> events;

@@ -144,11 +144,28 @@ class KafkaDlqReader {
   std::unique_ptr<Impl> impl_;
 };
 
+// Topic configs `create_topics` sets on the topics it creates (docs/DISTRIBUTED.md
+// "Topics").
+struct TopicSettings {
+  // min.insync.replicas of every topic: an acknowledged write (acks=all) is on this many
+  // replicas. 0: 2 when the replication factor is 3 or more, else 1 (a value equal to the
+  // replication factor would stop every producer when one broker is down; refused).
+  int min_insync_replicas = 0;
+  // retention.ms of tx.dlq: how long a dead letter can still be replayed (-1: for ever).
+  // The pipeline topics keep the broker's default.
+  int64_t dlq_retention_ms = 30LL * 24 * 3600 * 1000;
+};
+// The min.insync.replicas `settings` gives for `replication_factor`, or an error.
+Result<int> min_insync_for(const TopicSettings& settings, int replication_factor);
+
 // Creates the pipeline topics (tx.initiated, tx.validated, tx.settled, tx.failed, tx.dlq)
-// with `partitions` partitions and `replication_factor`; topics that exist already are left
-// as they are (idempotent). Returns the names created now.
+// with `partitions` partitions, `replication_factor` and `settings`; topics that exist
+// already are left as they are (idempotent; a config that differs from `settings` is
+// logged as a warning: change it with kafka-configs.sh). Returns the names created now.
 Result<std::vector<std::string>> create_topics(const KafkaOptions& opts, int partitions,
-                                               int replication_factor);
+                                               int replication_factor, const TopicSettings& settings = {});
+// The configs of one topic (name without prefix) as the broker reports them.
+Result<std::map<std::string, std::string>> topic_configs(const KafkaOptions& opts, const std::string& topic);
 
 // Test support: appends raw bytes with optional headers to a topic (non-transactional).
 Result<void> produce_raw(const KafkaOptions& opts, const std::string& topic, const std::string& key,

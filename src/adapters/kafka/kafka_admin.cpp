@@ -195,10 +195,86 @@ Result<void> KafkaDlqReader::republish(const DeadLetter& letter) {
 
 // ---------- create_topics ----------
 
-Result<std::vector<std::string>> create_topics(const KafkaOptions& opts, int partitions, int replication_factor) {
+Result<int> min_insync_for(const TopicSettings& settings, int replication_factor) {
+  if (settings.min_insync_replicas < 0)
+    return Error::invalid("kafka_config_invalid", "min.insync.replicas must be at least 1", "min_insync_replicas");
+  const int want = settings.min_insync_replicas != 0 ? settings.min_insync_replicas : replication_factor >= 3 ? 2 : 1;
+  if (want > replication_factor || (want == replication_factor && replication_factor > 1))
+    return Error::invalid("kafka_config_invalid",
+                          "min.insync.replicas " + std::to_string(want) + " must be below the replication factor " +
+                              std::to_string(replication_factor) + " (or one broker down stops every producer)",
+                          "min_insync_replicas");
+  return want;
+}
+
+namespace {
+
+// The configs create_topics gives `topic` (a pipeline topic name without prefix).
+std::vector<std::pair<std::string, std::string>> wanted_configs(std::string_view topic, int min_insync,
+                                                                const TopicSettings& settings) {
+  std::vector<std::pair<std::string, std::string>> c{{"min.insync.replicas", std::to_string(min_insync)}};
+  if (topic == topics::dlq) c.emplace_back("retention.ms", std::to_string(settings.dlq_retention_ms));
+  return c;
+}
+
+}  // namespace
+
+Result<std::map<std::string, std::string>> topic_configs(const KafkaOptions& opts, const std::string& topic) {
+  kafka::ClientHooks hooks;
+  hooks.what = "admin";
+  auto c = kafka::make_client(RD_KAFKA_PRODUCER, opts, {}, {}, &hooks);
+  if (!c) return c.error();
+  rd_kafka_t* rk = c.value().get();
+  const int timeout = op_timeout(opts);
+  char errstr[512];
+  const std::string name = kafka::prefixed(opts, topic);
+  rd_kafka_ConfigResource_t* res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, name.c_str());
+  rd_kafka_AdminOptions_t* aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+  rd_kafka_AdminOptions_set_request_timeout(aopts, timeout, errstr, sizeof errstr);
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_DescribeConfigs(rk, &res, 1, aopts, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, timeout + 2000);
+  Result<std::map<std::string, std::string>> out = std::map<std::string, std::string>{};
+  if (!ev) {
+    out = Error::timeout("describing topic " + name + " took longer than " + std::to_string(timeout + 2000) + " ms");
+  } else if (rd_kafka_event_error(ev)) {
+    out = kafka::kafka_error(rd_kafka_event_error(ev), "describe topic " + name + ": " + rd_kafka_event_error_string(ev));
+  } else {
+    size_t n = 0;
+    const rd_kafka_ConfigResource_t** rs =
+        rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
+    for (size_t i = 0; i < n && out; ++i) {
+      if (rd_kafka_ConfigResource_error(rs[i]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char* m = rd_kafka_ConfigResource_error_string(rs[i]);
+        out = kafka::kafka_error(rd_kafka_ConfigResource_error(rs[i]),
+                                 "describe topic " + name + (m ? std::string(": ") + m : ""));
+        break;
+      }
+      size_t k = 0;
+      const rd_kafka_ConfigEntry_t** entries = rd_kafka_ConfigResource_configs(rs[i], &k);
+      for (size_t j = 0; j < k; ++j) {
+        const char* v = rd_kafka_ConfigEntry_value(entries[j]);
+        (*out)[rd_kafka_ConfigEntry_name(entries[j])] = v ? v : "";
+      }
+    }
+  }
+  if (ev) rd_kafka_event_destroy(ev);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_AdminOptions_destroy(aopts);
+  rd_kafka_ConfigResource_destroy(res);
+  return out;
+}
+
+Result<std::vector<std::string>> create_topics(const KafkaOptions& opts, int partitions, int replication_factor,
+                                               const TopicSettings& settings) {
   if (partitions < 1) return Error::invalid("kafka_config_invalid", "partitions must be at least 1", "partitions");
   if (replication_factor < 1)
     return Error::invalid("kafka_config_invalid", "replication factor must be at least 1", "replication_factor");
+  if (settings.dlq_retention_ms < -1 || settings.dlq_retention_ms == 0)
+    return Error::invalid("kafka_config_invalid", "the tx.dlq retention must be -1 (for ever) or positive milliseconds",
+                          "dlq_retention_ms");
+  auto min_insync = min_insync_for(settings, replication_factor);
+  if (!min_insync) return min_insync.error();
   kafka::ClientHooks hooks;
   hooks.what = "admin";
   auto c = kafka::make_client(RD_KAFKA_PRODUCER, opts, {}, {}, &hooks);
@@ -218,6 +294,11 @@ Result<std::vector<std::string>> create_topics(const KafkaOptions& opts, int par
       return Error::invalid("kafka_config_invalid", std::string("topic ") + names.back() + ": " + errstr);
     }
     news.push_back(nt);
+    for (const auto& [k, v] : wanted_configs(t, *min_insync, settings))
+      if (rd_kafka_NewTopic_set_config(nt, k.c_str(), v.c_str()) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (auto* n : news) rd_kafka_NewTopic_destroy(n);
+        return Error::invalid("kafka_config_invalid", "topic " + names.back() + ": cannot set " + k);
+      }
   }
   rd_kafka_AdminOptions_t* aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
   rd_kafka_AdminOptions_set_request_timeout(aopts, timeout, errstr, sizeof errstr);
@@ -266,6 +347,21 @@ Result<std::vector<std::string>> create_topics(const KafkaOptions& opts, int par
     }
   }
   for (const auto& name : out.value()) log::info("kafka topic created", {{"topic", name}});
+  // Topics that were there already keep their configs: say where they differ.
+  for (auto t : pipeline_topics()) {
+    const std::string name = kafka::prefixed(opts, t);
+    if (std::find(out->begin(), out->end(), name) != out->end()) continue;
+    auto have = topic_configs(opts, std::string(t));
+    if (!have) {
+      log::warn("cannot read the configs of an existing topic", {{"topic", name}, {"error", have.error().message}});
+      continue;
+    }
+    for (const auto& [k, v] : wanted_configs(t, *min_insync, settings))
+      if (auto it = have->find(k); it == have->end() || it->second != v)
+        log::warn("existing topic keeps a config that differs from the wanted one; change it with kafka-configs.sh "
+                  "--alter if intended",
+                  {{"topic", name}, {"config", k}, {"has", it == have->end() ? "" : it->second}, {"wanted", v}});
+  }
   return out;
 }
 
