@@ -137,7 +137,7 @@ Result<std::optional<IdempotencyRecord>> read_idempotency(Conn& c, const std::st
 
 // Statement inserting a journal entry and its postings once `gate` (a CTE name) yields a
 // row (only a new entry: a repeated outcome inserts nothing); used inside the outcome
-// statements of PositionSink::apply. The database adds the postings to their
+// statements of PgSink::apply (pg_sink.cpp). The database adds the postings to their
 // maintained balances (schema 4's trigger). Parameters from `first` on: entry id, kind,
 // merchant, payment, refund (NULL for settlements), created_ms, accounts[], currencies[],
 // amounts[].

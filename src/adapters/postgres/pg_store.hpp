@@ -1,29 +1,21 @@
 // PostgreSQL adapter (libpq): the durable store of the distributed shape. This header is
 // free of libpq includes.
 //
-// PgStore implements every durable-store port plus PositionSink:
-// * Intake: accept_payment/accept_refund commit payment (or refund), idempotency record and
-//   an outbox row with the event in one transaction (group-committed: many requests share
-//   one transaction, each under a savepoint; the row's age is stamped at commit), then hand
-//   the events to the EventPublisher. The caller's callback runs once the publisher answered
-//   (ok or not) or publish_wait_ms passed, whichever is first. The outbox row is deleted
-//   (off the callback thread) once the publish succeeded; the relay (relay_interval_ms > 0)
-//   re-publishes rows older than relay_after_ms that no publish of this process has in
-//   flight, claiming them by moving their age in one short statement (SKIP LOCKED), so
-//   several gateways may relay and no row lock is held while waiting for the bus.
-//   Refunds lock the payment row (SELECT ... FOR UPDATE) so concurrent refunds never exceed
-//   what was captured.
+// PgStore implements every durable-store port plus PositionSink. It is assembled from parts
+// that each read on their own, over one pg::Core (the pool, the intake writer, the
+// publisher's completions, the outbox deleter, the relay and listener threads:
+// pg_core.hpp, internal):
+//   PgIntake     (pg_intake.hpp)     IntakeStore: group-committed intake with the outbox
+//   PgQueries    (pg_queries.hpp)    PaymentQueries, MerchantStore, EndpointStore, EventQueries
+//   PgDeliveries (pg_deliveries.hpp) DeliveryStore: claimed webhook deliveries
+//   PgSink       (pg_sink.hpp)       PositionSink, dead-letter replay bookkeeping
+// and PgStore itself (pg_store.cpp): lifecycle, the outbox relay (the outbox: pg_intake.hpp),
+// the terminal listener, reconciliation (totals). Row decoders and statement helpers they
+// share: pg_rows.hpp (internal). Each part's header has its share of the contract; for the
+// whole store:
 // * Unique constraints make duplicates impossible at the database level: payments and
 //   refunds UNIQUE(merchant_id, idempotency_key); journal entries UNIQUE(payment_id) for
 //   settlements and UNIQUE(refund_id) for reversals; CHECK amount_refunded <= amount.
-// * DeliveryStore: due_deliveries claims its rows for 60 s (FOR UPDATE SKIP LOCKED), so
-//   several notifier replicas never send the same delivery; record_attempt only updates a
-//   row still pending (a stale attempt is a no-op) and, with a dead letter, writes the
-//   letter to the outbox in the same transaction (published to tx.dlq, relay as fallback).
-// * PositionSink: outcomes, merchant events and deliveries plus consumer positions
-//   (table consumer_positions(group, topic, partition, next_offset)) in one transaction;
-//   after commit, payments that changed are passed to the payment-change listener and their
-//   ids announced with NOTIFY paystream_terminal (terminal ones).
 // * Deadlocks and serialization failures (SQLSTATE 40P01/40001) roll back an intake batch
 //   or an apply; the transaction is run again (at most 3 times, short jittered backoff)
 //   before the error reaches the callers. Metric paystream_db_tx_retries_total{transaction}.
@@ -40,6 +32,10 @@
 #include <string>
 #include <vector>
 
+#include "adapters/postgres/pg_deliveries.hpp"
+#include "adapters/postgres/pg_intake.hpp"
+#include "adapters/postgres/pg_queries.hpp"
+#include "adapters/postgres/pg_sink.hpp"
 #include "adapters/postgres/pg_tls.hpp"
 #include "common/result.hpp"
 #include "ports/clock.hpp"
@@ -73,65 +69,33 @@ struct PgOptions {
 Result<int> pg_migrate(const std::string& url, const std::string& schema = "", const PgTls& tls = {});
 int pg_schema_version();  // the version this binary expects
 
-class PgStore final : public IntakeStore,
-                      public PaymentQueries,
-                      public MerchantStore,
-                      public EndpointStore,
-                      public EventQueries,
-                      public DeliveryStore,
-                      public PositionSink {
+namespace pg {
+struct Core;
+}  // namespace pg
+
+namespace detail {
+// Holds the core so it is built before, and stopped after, the parts that use it.
+struct PgCoreHolder {
+  explicit PgCoreHolder(std::unique_ptr<pg::Core> c);
+  ~PgCoreHolder();
+  std::unique_ptr<pg::Core> core;
+};
+}  // namespace detail
+
+class PgStore final : private detail::PgCoreHolder,
+                      public PgIntake,
+                      public PgQueries,
+                      public PgDeliveries,
+                      public PgSink {
  public:
   static Result<std::unique_ptr<PgStore>> open(const PgOptions& opts, const Clock& clock,
                                                EventPublisher& publisher);
   ~PgStore() override;
+  PgStore(const PgStore&) = delete;
+  PgStore& operator=(const PgStore&) = delete;
 
-  // IntakeStore
-  void accept_payment(AcceptPayment cmd, AcceptCallback cb) override;
-  void accept_refund(AcceptRefund cmd, AcceptCallback cb) override;
-  void update_idempotent_response(const std::string& merchant_id, const std::string& key,
-                                  int http_status, std::string body,
-                                  std::function<void(Result<void>)> cb) override;
-  Result<std::optional<IdempotencyRecord>> find_idempotency(const std::string& merchant_id,
-                                                            const std::string& key) override;
-  // PaymentQueries
-  Result<std::optional<Payment>> get_payment(const std::string& merchant_id,
-                                             const std::string& payment_id) override;
-  Result<std::vector<Payment>> list_payments(const std::string& merchant_id,
-                                             std::optional<PaymentStatus> status,
-                                             const Page& page) override;
-  Result<std::optional<Refund>> get_refund(const std::string& merchant_id,
-                                           const std::string& refund_id) override;
-  Result<std::vector<Balance>> balances(const std::string& merchant_id) override;
-  Result<std::vector<JournalEntry>> entries_for_payment(const std::string& merchant_id,
-                                                        const std::string& payment_id) override;
-  // MerchantStore
-  Result<void> create_merchant(const Merchant& m) override;
-  Result<std::optional<Merchant>> find_merchant_by_key_hash(const std::string& key_hash) override;
-  Result<std::vector<Merchant>> all_merchants() override;
-  Result<std::optional<std::vector<Merchant>>> rotate_api_key(const std::string& merchant_id,
-                                                                 const std::string& new_key_hash, int64_t now_ms,
-                                                                 int64_t old_keys_expire_ms) override;
-  // EndpointStore
-  Result<void> create_endpoint(const WebhookEndpoint& e) override;
-  Result<std::vector<WebhookEndpoint>> list_endpoints(const std::string& merchant_id) override;
-  Result<std::optional<WebhookEndpoint>> update_endpoint(const std::string& merchant_id, const std::string& endpoint_id,
-                                                         const EndpointUpdate& update) override;
-  Result<std::optional<WebhookEndpoint>> get_endpoint(const std::string& merchant_id,
-                                                      const std::string& endpoint_id) override;
-  Result<bool> delete_endpoint(const std::string& merchant_id, const std::string& endpoint_id) override;
-  // EventQueries
-  Result<std::vector<MerchantEvent>> list_events(const std::string& merchant_id, const Page& page) override;
-  Result<std::optional<MerchantEvent>> get_event(const std::string& merchant_id,
-                                                 const std::string& event_id) override;
-  // DeliveryStore
-  Result<std::vector<WebhookEndpoint>> endpoints_for(const std::string& merchant_id) override;
-  Result<std::vector<DueDelivery>> due_deliveries(int64_t now_ms, size_t max) override;
-  Result<void> record_attempt(const WebhookDelivery& updated, std::optional<DeadLetter> dead_letter) override;
-  Result<bool> redeliver(const std::string& merchant_id, const std::string& event_id, int64_t now_ms) override;
-  // PositionSink
-  Result<void> apply(const std::string& group, const std::vector<Record>& consumed,
-                     const Effects& effects) override;
-  Result<std::map<TopicPartition, int64_t>> positions(const std::string& group) override;
+  // The ports: PgIntake, PgQueries, PgDeliveries, PgSink (with mark_dead_letter_replayed,
+  // unmark_dead_letter_replayed, dead_letter_replayed, merchant_of_event).
 
   // Prefer: wait support: called (on a listener thread) with ids of payments that became
   // terminal, from LISTEN/NOTIFY (requires listen_terminal). Set before traffic starts.
@@ -142,13 +106,6 @@ class PgStore final : public IntakeStore,
 
   // Re-publishes outbox rows older than relay_after_ms; returns how many were published.
   Result<size_t> relay_outbox_once();
-  // Dead-letter replay bookkeeping: true if `position` was not marked before (now marked).
-  Result<bool> mark_dead_letter_replayed(int64_t position, int64_t now_ms);
-  Result<void> unmark_dead_letter_replayed(int64_t position);
-  Result<bool> dead_letter_replayed(int64_t position);
-  // The merchant a merchant event (/v1/events record) belongs to; nullopt if there is no
-  // such event. Replaying a webhook dead letter redelivers the event to that merchant.
-  Result<std::optional<std::string>> merchant_of_event(const std::string& event_id);
 
   // Reconciliation and tests: plain counts over the ledger.
   struct Totals {
@@ -158,10 +115,9 @@ class PgStore final : public IntakeStore,
   };
   Result<Totals> totals();
 
-  struct Impl;
  private:
-  explicit PgStore(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit PgStore(std::unique_ptr<pg::Core> core);
+  void start();  // the core's threads, with the intake writer, relay and listener loops
 };
 
 }  // namespace ps
