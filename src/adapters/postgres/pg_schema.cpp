@@ -193,8 +193,10 @@ ALTER TABLE webhook_endpoints ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT false
     // and currency. A statement-level trigger adds every statement's new postings to
     // their rows (one upsert per account and currency, in key order), in the database
     // rather than in the store's statements so that a binary of schema 3 still running
-    // during a rolling upgrade keeps the rows right too. Postings are never updated or
-    // deleted. Backfilled from the postings.
+    // during a rolling upgrade keeps the rows right too. The function keeps the schema's
+    // search_path (a writer whose session names the table with its schema still reaches
+    // this schema's balances). Postings are never updated or deleted. Backfilled from the
+    // postings.
     R"SQL(
 CREATE TABLE account_balances(
   account TEXT COLLATE "C" NOT NULL,
@@ -202,7 +204,7 @@ CREATE TABLE account_balances(
   amount_minor BIGINT NOT NULL,
   PRIMARY KEY (account, currency)
 );
-CREATE FUNCTION postings_to_balances() RETURNS trigger LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION postings_to_balances() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
   INSERT INTO account_balances AS b(account, currency, amount_minor)
     SELECT account, currency, SUM(amount_minor) FROM new_postings
