@@ -61,7 +61,9 @@ TEST(AcquirerSimulatorFaults, FailedGroupCommitsFailEveryCallerInTheGroup) {
   g_vfs.szOsFile = sizeof(WFile);
   g_vfs.xOpen = xOpen;
   g_vfs.pAppData = nullptr;
-  g_io = sqlite3_io_methods{3, xClose, xRead, xWrite, xTruncate, xSync, xFileSize, xLock, xUnlock, xCheck, xFcntl,
+  // Version 2: no xFetch/xUnfetch (memory-mapped reads), which this wrapper does not pass on;
+  // with 3 and null pointers SQLite calls them once the simulator's checkpoints run.
+  g_io = sqlite3_io_methods{2, xClose, xRead, xWrite, xTruncate, xSync, xFileSize, xLock, xUnlock, xCheck, xFcntl,
                             xSector, xDev, xShmMap, xShmLock, xShmBarrier, xShmUnmap, nullptr, nullptr};
   ASSERT_EQ(sqlite3_vfs_register(&g_vfs, 1), SQLITE_OK);  // default for the simulator's open
   std::string tmpl = (std::filesystem::temp_directory_path() / "ps_sim_fault_XXXXXX").string();
