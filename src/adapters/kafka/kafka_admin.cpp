@@ -217,14 +217,26 @@ std::vector<std::pair<std::string, std::string>> wanted_configs(std::string_view
   return c;
 }
 
+// A client for admin requests, with its hooks (which must outlive it: declared first).
+struct AdminClient {
+  kafka::ClientHooks hooks;
+  kafka::RkPtr rk;
+};
+Result<std::unique_ptr<AdminClient>> admin_client(const KafkaOptions& opts) {
+  auto a = std::make_unique<AdminClient>();
+  a->hooks.what = "admin";
+  auto c = kafka::make_client(RD_KAFKA_PRODUCER, opts, {}, {}, &a->hooks);
+  if (!c) return c.error();
+  a->rk = std::move(c.value());
+  return a;
+}
+
 }  // namespace
 
 Result<std::map<std::string, std::string>> topic_configs(const KafkaOptions& opts, const std::string& topic) {
-  kafka::ClientHooks hooks;
-  hooks.what = "admin";
-  auto c = kafka::make_client(RD_KAFKA_PRODUCER, opts, {}, {}, &hooks);
-  if (!c) return c.error();
-  rd_kafka_t* rk = c.value().get();
+  auto admin = admin_client(opts);
+  if (!admin) return admin.error();
+  rd_kafka_t* rk = (*admin)->rk.get();
   const int timeout = op_timeout(opts);
   char errstr[512];
   const std::string name = kafka::prefixed(opts, topic);
@@ -275,11 +287,9 @@ Result<std::vector<std::string>> create_topics(const KafkaOptions& opts, int par
                           "dlq_retention_ms");
   auto min_insync = min_insync_for(settings, replication_factor);
   if (!min_insync) return min_insync.error();
-  kafka::ClientHooks hooks;
-  hooks.what = "admin";
-  auto c = kafka::make_client(RD_KAFKA_PRODUCER, opts, {}, {}, &hooks);
-  if (!c) return c.error();
-  rd_kafka_t* rk = c.value().get();
+  auto admin = admin_client(opts);
+  if (!admin) return admin.error();
+  rd_kafka_t* rk = (*admin)->rk.get();
   const int timeout = op_timeout(opts);
   char errstr[512];
 
