@@ -201,45 +201,6 @@ TEST_F(SqliteStoreTest, ConcurrentWritesAreGroupCommitted) {
   EXPECT_EQ(sql("SELECT COUNT(*) FROM payments"), std::vector<std::string>{std::to_string(kN)});
 }
 
-// The WAL stays bounded under continuous commits while readers come and go: a PASSIVE
-// checkpoint then almost never finds every frame copied, and before the hard bound the
-// RESTART never ran and the WAL grew with every commit (1.8 GB after 300,000 payments).
-// Past 4 x wal_restart_pages the checkpointer's RESTART waits for its moment.
-TEST_F(SqliteStoreTest, TheWalStaysBoundedUnderContinuousCommitsAndReaders) {
-  SqliteOptions o;
-  o.checkpoint_interval_ms = 5;
-  o.wal_restart_pages = 64;   // 256 KiB; the hard bound is 1 MiB
-  o.max_batch = 1;            // one commit per payment
-  o.sync_full = false;
-  auto s = open(o);
-  std::atomic<bool> stop{false};
-  std::thread reader([&] {   // short read transactions back to back, as the API's reads
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-    while (!stop) {
-      sqlite3_exec(db, "BEGIN; SELECT COUNT(*) FROM payments;", nullptr, nullptr, nullptr);
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
-    }
-    sqlite3_close(db);
-  });
-  const std::string wal = path + "-wal";
-  uintmax_t largest = 0;
-  std::string filler(2000, 'x');   // ~2 KB of metadata per payment: a page or more per commit
-  for (int i = 0; i < 3000; ++i) {
-    auto c = payment_cmd("mer_1", "k" + std::to_string(i), 10, 1);
-    c.payment.metadata["filler"] = filler;
-    auto r = accept_payment_sync(*s, std::move(c));
-    ASSERT_TRUE(r.ok()) << r.error().message;
-    std::error_code ec;
-    largest = std::max(largest, std::filesystem::file_size(wal, ec));
-  }
-  stop = true;
-  reader.join();
-  // 3,000 commits of a page or more wrote well over 12 MiB of WAL frames in all.
-  EXPECT_LT(largest, uintmax_t(8) << 20) << "the WAL grew to " << largest << " bytes";
-}
-
 TEST_F(SqliteStoreTest, FullQueueFailsJobsWithStoreOverloaded) {
   SqliteOptions o;
   o.max_queue = 1;

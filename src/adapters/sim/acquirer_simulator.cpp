@@ -13,10 +13,6 @@ namespace ps {
 namespace {
 
 constexpr size_t kMaxTransientSeen = 100'000;
-// The WAL is rewound once it holds this many pages (16 MiB at 4 KiB pages).
-constexpr int kWalRestartPages = 4096;
-constexpr int kCheckpointBusyTimeoutMs = 20;
-constexpr int kRestartBusyTimeoutMs = 2000;
 
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -141,9 +137,8 @@ AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(
   if (opts_.db_path != ":memory:" &&
       sqlite3_open_v2(opts_.db_path.c_str(), &checkpoint_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
                       nullptr) == SQLITE_OK) {
-    sqlite3_busy_timeout(checkpoint_db_, kCheckpointBusyTimeoutMs);
+    sqlite3_busy_timeout(checkpoint_db_, 20);
     exec_or_throw(db_, "PRAGMA wal_autocheckpoint=0");
-    exec_or_throw(db_, ("PRAGMA journal_size_limit=" + std::to_string(int64_t(kWalRestartPages) * 4096)).c_str());
     checkpointer_ = std::thread([this] {
       name_this_thread("ps-acquirer-ckpt");
       checkpoint_loop();
@@ -155,26 +150,12 @@ AcquirerSimulator::AcquirerSimulator(AcquirerSimOptions opts) : opts_(std::move(
 }
 
 void AcquirerSimulator::checkpoint_loop() {
-  // A connection learns that the database is in WAL mode when it first reads it; until
-  // then a checkpoint on it does nothing and reports "not in WAL mode" (-1 frames). This
-  // read was missing: the WAL grew for ever (200 MB after 40,000 charges, the database
-  // file never written) and a restart after kill -9 had to read it all.
-  (void)sqlite3_exec(checkpoint_db_, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);
   std::unique_lock lk(ck_mu_);
   while (!ck_cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return ck_stop_; })) {
     lk.unlock();
     // PASSIVE: copies what no reader needs, never waits for the writer; the writer then
-    // rewinds the WAL at its next transaction once everything was copied. Under charges
-    // without pause that moment may never come, so past kWalRestartPages a RESTART may
-    // wait for the writer (it blocks commits while it copies the rest) and rewinds it;
-    // journal_size_limit then cuts the file back.
-    int log_frames = 0;
-    const int rc = sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, nullptr);
-    if (rc == SQLITE_OK && log_frames > kWalRestartPages) {
-      sqlite3_busy_timeout(checkpoint_db_, kRestartBusyTimeoutMs);
-      (void)sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_RESTART, nullptr, nullptr);
-      sqlite3_busy_timeout(checkpoint_db_, kCheckpointBusyTimeoutMs);
-    }
+    // rewinds the WAL at its next transaction once everything was copied.
+    (void)sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
     lk.lock();
   }
 }

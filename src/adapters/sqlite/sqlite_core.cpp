@@ -1,7 +1,5 @@
 #include "adapters/sqlite/sqlite_core.hpp"
 
-#include <sqlite3.h>
-
 #include <algorithm>
 #include <future>
 
@@ -18,11 +16,6 @@ namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
 constexpr int kCheckpointBusyTimeoutMs = 20;
-// Past kWalHardFactor x wal_restart_pages the RESTART checkpoint may wait this long for
-// the writer and the readers: it then blocks writes for as long as it copies (about
-// 0.3 s for 64 MiB here), which bounds the WAL and so the recovery after a kill -9.
-constexpr int kCheckpointHardBusyTimeoutMs = 2000;
-constexpr int64_t kWalHardFactor = 4;
 constexpr int kWriterCacheKib = 128 * 1024;  // writer page cache (readers: 8 MiB each)
 constexpr auto kReaderWait = std::chrono::seconds(5);
 
@@ -180,22 +173,12 @@ void Core::checkpoint_loop() {
     Outcome o = checkpoint("PRAGMA wal_checkpoint(PASSIVE)");
     // RESTART only when everything is already copied (no reader pins an old snapshot),
     // the WAL is big, and it changed since the last RESTART (an idle WAL is not rewound
-    // again and again). Under continuous commits (the log engine's projection) PASSIVE
-    // almost never finds everything copied, and the WAL grew without bound (1.8 GB after
-    // 300,000 payments; the restart after a kill -9 read it all: 6.6 s after 1.2 million).
-    // So past kWalHardFactor x wal_restart_pages the RESTART runs anyway and may wait
-    // for the writer (it blocks writes while it copies the rest).
-    const bool hard = o.ok && o.log > kWalHardFactor * opts_.wal_restart_pages;
-    if (o.ok && !o.busy && o.log > opts_.wal_restart_pages && o.log != restarted_log && (o.copied == o.log || hard)) {
-      if (hard) sqlite3_busy_timeout(checkpoint_db_->raw(), kCheckpointHardBusyTimeoutMs);
+    // again and again).
+    if (o.ok && !o.busy && o.copied == o.log && o.log > opts_.wal_restart_pages && o.log != restarted_log) {
       Outcome r = checkpoint("PRAGMA wal_checkpoint(RESTART)");
-      if (hard) sqlite3_busy_timeout(checkpoint_db_->raw(), kCheckpointBusyTimeoutMs);
       if (r.ok && !r.busy) {
         restarts.inc();
         restarted_log = r.log;
-      } else if (hard) {
-        log::warn("the SQLite WAL is past its bound and a RESTART checkpoint could not finish",
-                  {{"wal_pages", std::to_string(o.log)}});
       }
     }
     if (!o.ok) failures.inc(); else wal_pages.set(double(o.log));
