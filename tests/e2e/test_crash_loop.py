@@ -197,7 +197,10 @@ def test_kill9_loop_with_refunds_and_webhooks(server):
     def all_delivered():
         got = {d.headers.get("webhook-id") for d in receiver.snapshot()}
         return got if event_ids <= got else None
-    delivered = wait_until(all_delivered, 180, 0.5, "every event delivered")
+    # The run leaves some 17,000 events; on a loaded machine (CI runs this beside the other
+    # e2e suites) the dispatcher was seen still delivering them, in order, after 180 s (a
+    # third of them left, none failed). Allow for that: the bound is on progress, not speed.
+    delivered = wait_until(all_delivered, 600, 2.0, "every event delivered")
     assert delivered <= event_ids, f"deliveries of unknown events: {sorted(delivered - event_ids)[:5]}"
     by_event = collections.defaultdict(set)
     for d in receiver.snapshot():
