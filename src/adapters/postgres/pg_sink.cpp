@@ -84,12 +84,12 @@ Result<void> PgSink::apply(const std::string& group, const std::vector<Record>& 
     // locked: its first two inserters are serialised by the primary key (rarely a
     // deadlock, run again as above).
     std::set<std::pair<std::string, std::string>> rows;
-    for (const auto& po : effects.payment_outcomes)
-      if (po.settlement)
-        for (const auto& pp : po.settlement->postings) rows.emplace(pp.account, pp.currency);
-    for (const auto& ro : effects.refund_outcomes)
-      if (ro.reversal)
-        for (const auto& pp : ro.reversal->postings) rows.emplace(pp.account, pp.currency);
+    auto posts_to = [&rows](const std::optional<JournalEntry>& e) {
+      if (e)
+        for (const auto& pp : e->postings) rows.emplace(pp.account, pp.currency);
+    };
+    for (const auto& po : effects.payment_outcomes) posts_to(po.settlement);
+    for (const auto& ro : effects.refund_outcomes) posts_to(ro.reversal);
     if (!rows.empty()) {
       std::vector<std::string> acc, cur;
       for (const auto& [a, cu] : rows) {
