@@ -26,19 +26,16 @@ std::vector<std::pair<std::string, std::string>> PipelineBacklog::tracked() cons
   return out;
 }
 
-void PipelineBacklog::appended(std::string_view topic, int64_t offset, int64_t at_ms) {
-  std::lock_guard lk(mu_);
+void PipelineBacklog::append_locked(std::string_view topic, int64_t offset, int64_t at_ms) {
   for (auto& q : queues_) {
     if (q.topic != topic) continue;
     if (!q.waiting.empty() && q.waiting.back().first >= offset) continue;   // already known
     q.waiting.emplace_back(offset, at_ms);
     ++total_;
   }
-  backlog_gauge().set(double(total_));
 }
 
-void PipelineBacklog::consumed(std::string_view group, std::string_view topic, int64_t position) {
-  std::lock_guard lk(mu_);
+void PipelineBacklog::consume_locked(std::string_view group, std::string_view topic, int64_t position) {
   for (auto& q : queues_) {
     if (q.group != group || q.topic != topic) continue;
     while (!q.waiting.empty() && q.waiting.front().first <= position) {
@@ -46,6 +43,25 @@ void PipelineBacklog::consumed(std::string_view group, std::string_view topic, i
       --total_;
     }
   }
+}
+
+void PipelineBacklog::appended(std::string_view topic, int64_t offset, int64_t at_ms) {
+  std::lock_guard lk(mu_);
+  append_locked(topic, offset, at_ms);
+  backlog_gauge().set(double(total_));
+}
+
+void PipelineBacklog::consumed(std::string_view group, std::string_view topic, int64_t position) {
+  std::lock_guard lk(mu_);
+  consume_locked(group, topic, position);
+  backlog_gauge().set(double(total_));
+}
+
+void PipelineBacklog::apply(const Change& change, int64_t at_ms) {
+  if (change.empty()) return;
+  std::lock_guard lk(mu_);
+  for (const auto& [group, topic, position] : change.consumed) consume_locked(group, topic, position);
+  for (const auto& [topic, offset] : change.appended) append_locked(topic, offset, at_ms);
   backlog_gauge().set(double(total_));
 }
 

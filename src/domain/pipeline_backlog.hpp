@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -31,6 +32,18 @@ class PipelineBacklog final : public BacklogProbe {
   void appended(std::string_view topic, int64_t offset, int64_t at_ms);
   // `group` has committed every record of `topic` up to and including `position`.
   void consumed(std::string_view group, std::string_view topic, int64_t position);
+
+  // One durable write's changes, seen at once: what its commit consumed and the events it
+  // appended (at `at_ms`). Taken under one lock, so a concurrent pipeline_backlog() never
+  // sees the consumed records gone before the records they became are counted: a stage
+  // commit of N records moves N from one stage to the next, and intake admission must not
+  // see a dip of N in between (it would admit past the bound).
+  struct Change {
+    std::vector<std::tuple<std::string, std::string, int64_t>> consumed;   // (group, topic, position)
+    std::vector<std::pair<std::string, int64_t>> appended;                 // (topic, offset)
+    bool empty() const { return consumed.empty() && appended.empty(); }
+  };
+  void apply(const Change& change, int64_t at_ms);
   Backlog pipeline_backlog(int64_t now_ms) const override;
 
  private:
@@ -38,6 +51,9 @@ class PipelineBacklog final : public BacklogProbe {
     std::string group, topic;
     std::deque<std::pair<int64_t, int64_t>> waiting;   // (offset, appended ms), offset order
   };
+  void append_locked(std::string_view topic, int64_t offset, int64_t at_ms);
+  void consume_locked(std::string_view group, std::string_view topic, int64_t position);
+
   mutable std::mutex mu_;
   std::vector<Queue> queues_;
   uint64_t total_ = 0;

@@ -262,12 +262,16 @@ void LogEngine::on_durable(ProjectedWrite& w, uint64_t lsn) {
 }
 
 // The record's events to the bus, and a stage commit's positions (now, or read back at
-// recovery: the backlog counts them from now either way).
+// recovery: the backlog counts them from now either way). The backlog takes the whole
+// record's change at once and before the bus: a stage never consumes a record the backlog
+// has not counted, and admission never sees a commit's consumed records gone before the
+// records they became are counted.
 void LogEngine::feed_bus(const ProjectedWrite& w) {
-  const int64_t now = clock_.now_ms();
+  std::vector<Record> out;
+  PipelineBacklog::Change change;
   auto put = [&](std::string topic, int64_t offset, const Event& e) {
-    if (opts_.backlog) opts_.backlog->appended(topic, offset, now);
-    bus_.append(Record{std::move(topic), 0, offset, e});
+    change.appended.emplace_back(topic, offset);
+    out.push_back(Record{std::move(topic), 0, offset, e});
   };
   switch (w.kind) {
     case Kind::payment:
@@ -277,11 +281,7 @@ void LogEngine::feed_bus(const ProjectedWrite& w) {
       put(std::string(topic_for(w.refund_event.type)), event_offset(w.lsn, 0), w.refund_event);
       break;
     case Kind::stage_commit:
-      // Consumed before produced: a concurrent look at the backlog never counts a record
-      // twice (once waiting for this stage, once for the next).
-      bus_.commit(w.group, w.positions);
-      if (opts_.backlog)
-        for (const auto& [topic, pos] : w.positions) opts_.backlog->consumed(w.group, topic, pos);
+      for (const auto& [topic, pos] : w.positions) change.consumed.emplace_back(w.group, topic, pos);
       for (size_t i = 0; i < w.effects.produce.size(); ++i)
         put(std::string(topic_for(w.effects.produce[i].type)), event_offset(w.lsn, i), w.effects.produce[i]);
       break;
@@ -291,6 +291,9 @@ void LogEngine::feed_bus(const ProjectedWrite& w) {
     case Kind::response:
       break;
   }
+  if (opts_.backlog) opts_.backlog->apply(change, clock_.now_ms());
+  if (w.kind == Kind::stage_commit) bus_.commit(w.group, w.positions);
+  for (auto& r : out) bus_.append(std::move(r));
   bus_gauge().set(double(bus_.kept()));
 }
 

@@ -349,9 +349,9 @@ void Core::run_batch(std::vector<Job>& batch) {
   m.batch_size.observe(double(batch.size()));
 
   if (PipelineBacklog* backlog = backlog_.load()) {
-    const int64_t now = clock_.now_ms();
-    for (const auto& [topic, offset] : batch_ctx.events) backlog->appended(topic, offset, now);
-    for (const auto& [group, topic, position] : batch_ctx.positions) backlog->consumed(group, topic, position);
+    // The transaction's change at once (see PipelineBacklog::apply).
+    PipelineBacklog::Change change{batch_ctx.positions, batch_ctx.events};
+    backlog->apply(change, clock_.now_ms());
   }
   if (!batch_ctx.events.empty()) {
     {
